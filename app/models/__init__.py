@@ -1,0 +1,19 @@
+"""Domain model v1 (GLOSSARY.md). Import everything so one metadata holds all tables."""
+from .base import PLATFORMS, Model
+from .customer import Customer, CustomerShop
+from .inventory import MOVEMENT_TYPES, Stock, StockMovement, Warehouse
+from .logistics import Carrier
+from .order import (
+    EVENT_SOURCES, FLAGS, HOLD_REASONS, ORDER_STATUSES, Order, OrderEvent, OrderHold, OrderLine,
+    PiiAccessLog,
+)
+from .product import BundleComponent, Product, Sku
+from .security import OmsUser, user_shop
+from .shop import Shop
+
+__all__ = [
+    "Model", "PLATFORMS", "Shop", "Product", "Sku", "BundleComponent", "Warehouse", "Stock",
+    "StockMovement", "MOVEMENT_TYPES", "Carrier", "Customer", "CustomerShop", "Order",
+    "OrderLine", "OrderHold", "OrderEvent", "PiiAccessLog", "ORDER_STATUSES", "HOLD_REASONS",
+    "EVENT_SOURCES", "FLAGS", "OmsUser", "user_shop",
+]

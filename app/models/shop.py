@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from sqlalchemy import Boolean, CheckConstraint, Column, Integer, String, Text
+
+from .base import PLATFORMS, Model, col_info
+from .types import EncryptedText, UTCDateTime, utcnow
+from flask_babel import lazy_gettext as _l
+
+
+class Shop(Model):
+    """店铺: one seller account on one platform, with credentials and sync settings."""
+
+    __tablename__ = "oms_shop"
+    __table_args__ = (
+        CheckConstraint(
+            "platform IN (%s)" % ",".join(f"'{p}'" for p in PLATFORMS), name="ck_shop_platform"
+        ),
+        CheckConstraint("sync_interval_seconds >= 10", name="ck_shop_sync_interval"),
+        CheckConstraint("backfill_days >= 0 AND backfill_days <= 90", name="ck_shop_backfill"),
+    )
+
+    id = Column(Integer, primary_key=True)
+    name = Column(String(100), unique=True, nullable=False, info=col_info(_l("Shop name")))
+    platform = Column(String(16), nullable=False, index=True, info=col_info(_l("Platform")))
+    platform_shop_id = Column(String(64), info=col_info(_l("Platform shop ID")))
+    app_key = Column(String(128), info=col_info(_l("App key")))
+    # Credentials are encrypted at rest with their own key.
+    app_secret = Column(EncryptedText("credentials"), info=col_info(_l("App secret"), secret=True))
+    access_token = Column(EncryptedText("credentials"), info=col_info(_l("Access token"), secret=True))
+    token_expires_at = Column(UTCDateTime, info=col_info(_l("Token expires at")))
+    gateway_url = Column(String(255), info=col_info(_l("Gateway URL")))
+    sync_enabled = Column(Boolean, nullable=False, default=True, info=col_info(_l("Sync enabled")))
+    sync_interval_seconds = Column(
+        Integer, nullable=False, default=60, info=col_info(_l("Sync interval (s)"))
+    )
+    backfill_days = Column(Integer, nullable=False, default=3, info=col_info(_l("Backfill days")))
+    sync_checkpoint = Column(UTCDateTime, info=col_info(_l("Sync checkpoint")))
+    last_sync_success_at = Column(UTCDateTime, info=col_info(_l("Last successful sync")))
+    last_sync_error = Column(Text, info=col_info(_l("Last sync error")))
+    active = Column(Boolean, nullable=False, default=True, index=True, info=col_info(_l("Active")))
+    created_at = Column(UTCDateTime, nullable=False, default=utcnow, info=col_info(_l("Created at")))
+
+    @property
+    def platform_label(self) -> str:
+        return str(PLATFORMS.get(self.platform, self.platform))
+
+    def __repr__(self) -> str:
+        return self.name or ""

@@ -1,0 +1,32 @@
+"""Product and SKU rules."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from app.models import BundleComponent, Sku
+
+from .errors import ValidationError
+from .validation import parse_money
+
+
+def validate_sku(sku: Sku) -> None:
+    if not (sku.merchant_code or "").strip():
+        raise ValidationError("「商家编码」不能为空", "merchant_code")
+    sku.merchant_code = sku.merchant_code.strip()
+    sku.cost_price = parse_money(sku.cost_price, "cost_price", "成本价")
+    sku.sale_price = parse_money(sku.sale_price, "sale_price", "售价")
+    if sku.weight_kg is not None and Decimal(sku.weight_kg) < 0:
+        raise ValidationError(f"「重量（千克）」不能为负数：{sku.weight_kg}", "weight_kg")
+    if sku.low_stock_threshold is not None and sku.low_stock_threshold < 0:
+        raise ValidationError(f"「预警值」不能为负数：{sku.low_stock_threshold}", "low_stock_threshold")
+
+
+def validate_component(comp: BundleComponent) -> None:
+    if comp.quantity is None or comp.quantity <= 0:
+        raise ValidationError(f"「数量」必须大于 0：{comp.quantity}", "quantity")
+    bundle_id = comp.bundle.id if comp.bundle is not None else comp.bundle_sku_id
+    component_id = comp.component.id if comp.component is not None else comp.component_sku_id
+    if bundle_id is not None and bundle_id == component_id:
+        raise ValidationError("组合装不能包含自身", "component")
+    if comp.component is not None and comp.component.is_bundle:
+        raise ValidationError("组合装的组成商品不能是另一个组合装", "component")

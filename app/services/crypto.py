@@ -1,0 +1,82 @@
+"""Encryption at rest and blind indexes for buyer PII and shop credentials.
+
+AES-256-GCM with a per-purpose key derived (HKDF) from the configured secret;
+stored as ``v1:<base64(nonce|ciphertext)>``. A blind index is HMAC-SHA256 of the
+normalised value, so an exact phone search and cross-shop customer matching work
+without the plaintext ever being stored.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+from functools import lru_cache
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_PREFIX = "v1:"
+_secrets: dict[str, str] = {}
+
+
+def configure(pii_key: str, credentials_key: str) -> None:
+    _secrets["pii"] = pii_key
+    _secrets["index"] = pii_key
+    _secrets["credentials"] = credentials_key
+    _derive.cache_clear()
+
+
+def _secret(purpose: str) -> str:
+    if purpose not in _secrets:
+        from flask import current_app
+
+        cfg = current_app.config
+        configure(cfg["OMS_PII_KEY"], cfg["OMS_CREDENTIALS_KEY"])
+    return _secrets[purpose]
+
+
+@lru_cache(maxsize=8)
+def _derive(purpose: str, secret: str) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"oms-" + purpose.encode(), info=b"oms"
+    ).derive(secret.encode())
+
+
+def _key(purpose: str) -> bytes:
+    return _derive(purpose, _secret(purpose))
+
+
+def encrypt(plaintext: str, purpose: str = "pii") -> str:
+    nonce = os.urandom(12)
+    ct = AESGCM(_key(purpose)).encrypt(nonce, plaintext.encode("utf-8"), purpose.encode())
+    return _PREFIX + base64.b64encode(nonce + ct).decode("ascii")
+
+
+def decrypt(token: str, purpose: str = "pii") -> str:
+    if not token.startswith(_PREFIX):
+        raise ValueError("not an encrypted value")
+    raw = base64.b64decode(token[len(_PREFIX):])
+    return AESGCM(_key(purpose)).decrypt(raw[:12], raw[12:], purpose.encode()).decode("utf-8")
+
+
+def normalize_phone(phone: str | None) -> str:
+    """Digits only, without a +86 / 0086 country prefix."""
+    digits = re.sub(r"\D", "", phone or "")
+    if digits.startswith("0086"):
+        digits = digits[4:]
+    elif digits.startswith("86") and len(digits) == 13:
+        digits = digits[2:]
+    return digits
+
+
+def blind_index(value: str | None) -> str | None:
+    if not value:
+        return None
+    return hmac.new(_key("index"), value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def phone_index(phone: str | None) -> str | None:
+    return blind_index(normalize_phone(phone))

@@ -1,0 +1,184 @@
+"""The order state machine (GLOSSARY.md "Order status").
+
+Statuses and transitions live here and nowhere else. Each transition has a
+guard; every accepted transition writes an OrderEvent; an illegal one raises
+IllegalTransition with a zh message. A hold is not a status: it sits on top of
+``to_audit`` or ``to_ship`` and blocks audit and ship until released.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from app.extensions import db
+from app.models import HOLD_REASONS, Order, OrderEvent, OrderHold
+from app.models.types import utcnow
+
+from .errors import IllegalTransition, ValidationError
+
+STATUS_ZH = {
+    "pending_payment": "待付款",
+    "to_audit": "待审核",
+    "to_ship": "待发货",
+    "shipped": "已发货",
+    "completed": "已完成",
+    "closed": "已关闭",
+}
+HOLD_ZH = {
+    "out_of_stock": "缺货",
+    "refunding": "退款中",
+    "address_incomplete": "地址不全",
+    "blacklist": "黑名单",
+    "unmatched_sku": "未匹配商品",
+    "platform_locked": "平台锁定",
+    "manual": "人工挂起",
+}
+HOLDABLE = {"to_audit", "to_ship"}
+
+
+@dataclass(frozen=True)
+class Transition:
+    name: str
+    zh: str
+    sources: frozenset[str]
+    target: str
+    guard: Optional[Callable[[Order, dict], None]] = None
+    stamp: Optional[str] = None  # the time column set when it happens
+
+
+def _not_held(order: Order, action_zh: str) -> None:
+    reasons = order.active_hold_reasons
+    if order.is_held or reasons:
+        names = "、".join(HOLD_ZH.get(r, r) for r in reasons) or "异常"
+        raise IllegalTransition(f"订单 {order.platform_order_id} 处于挂起状态（{names}），不能{action_zh}")
+
+
+def _guard_audit(order: Order, kw: dict) -> None:
+    _not_held(order, "审单")
+    if not order.lines:
+        raise IllegalTransition(f"订单 {order.platform_order_id} 没有商品明细，不能审单")
+
+
+def _guard_ship(order: Order, kw: dict) -> None:
+    _not_held(order, "发货")
+    if not order.carrier_id:
+        raise ValidationError(f"订单 {order.platform_order_id} 未指定快递公司，不能发货", "carrier")
+    if not (order.tracking_number or "").strip():
+        raise ValidationError(f"订单 {order.platform_order_id} 没有快递单号，不能发货", "tracking_number")
+
+
+def _guard_close(order: Order, kw: dict) -> None:
+    if not (kw.get("reason") or "").strip():
+        raise ValidationError("关闭订单必须填写原因", "close_reason")
+
+
+def _guard_platform_only(order: Order, kw: dict) -> None:
+    if kw.get("source") not in ("sync", "import"):
+        raise IllegalTransition("该状态变化只能由平台同步或导入产生")
+
+
+TRANSITIONS: dict[str, Transition] = {
+    t.name: t
+    for t in [
+        Transition("pay", "付款", frozenset({"pending_payment"}), "to_audit", stamp="paid_at"),
+        Transition("audit", "审单", frozenset({"to_audit"}), "to_ship", _guard_audit, "audited_at"),
+        Transition("unaudit", "反审核", frozenset({"to_ship"}), "to_audit"),
+        Transition("ship", "发货", frozenset({"to_ship"}), "shipped", _guard_ship, "shipped_at"),
+        # The seller shipped in the platform's own back-end: sync/import only.
+        Transition("ship_on_platform", "平台发货", frozenset({"to_audit", "to_ship"}), "shipped",
+                   _guard_platform_only, "shipped_at"),
+        Transition("complete", "完成", frozenset({"shipped"}), "completed", stamp="completed_at"),
+        Transition("cancel", "取消", frozenset({"pending_payment", "to_audit", "to_ship"}), "closed",
+                   _guard_close, "closed_at"),
+        # Closed after a full refund, before or after shipping.
+        Transition("refund_close", "退款关闭", frozenset({"to_audit", "to_ship", "shipped"}), "closed",
+                   _guard_close, "closed_at"),
+    ]
+}
+
+# The order of the life cycle; a re-sync never moves an order backwards along it.
+LIFECYCLE = ["pending_payment", "to_audit", "to_ship", "shipped", "completed"]
+
+
+def allowed_actions(order: Order) -> list[str]:
+    return [t.name for t in TRANSITIONS.values() if order.status in t.sources]
+
+
+def _event(order: Order, action: str, field: str | None, old, new, source: str,
+           user_id: Optional[int], note: Optional[str] = None) -> OrderEvent:
+    ev = OrderEvent(order=order, action=action, field=field,
+                    old_value=None if old is None else str(old),
+                    new_value=None if new is None else str(new),
+                    source=source, user_id=user_id, note=note, created_at=utcnow())
+    db.session.add(ev)
+    return ev
+
+
+def apply(order: Order, action: str, *, source: str = "user", user_id: Optional[int] = None,
+          reason: Optional[str] = None, note: Optional[str] = None) -> Order:
+    """Run transition ``action`` on ``order``; the caller commits."""
+    t = TRANSITIONS.get(action)
+    if t is None:
+        raise ValidationError(f"未知的订单操作：{action}", "action")
+    if order.status not in t.sources:
+        raise IllegalTransition(
+            f"订单 {order.platform_order_id} 当前为「{STATUS_ZH.get(order.status, order.status)}」，"
+            f"不能{t.zh}（允许的状态：{'、'.join(STATUS_ZH[s] for s in sorted(t.sources, key=LIFECYCLE_INDEX))}）"
+        )
+    if t.guard:
+        t.guard(order, {"reason": reason, "source": source})
+    old = order.status
+    now = utcnow()
+    order.status = t.target
+    if t.stamp and getattr(order, t.stamp) is None:
+        setattr(order, t.stamp, now)
+    if t.target == "closed":
+        order.close_reason = (reason or "").strip()[:200]
+        for hold in order.holds:
+            if hold.released_at is None:
+                hold.released_at = now
+                hold.released_by_id = user_id
+        order.is_held = False
+    _event(order, action, "status", old, t.target, source, user_id, note or reason)
+    return order
+
+
+def LIFECYCLE_INDEX(status: str) -> int:
+    return LIFECYCLE.index(status) if status in LIFECYCLE else len(LIFECYCLE)
+
+
+def hold(order: Order, reason: str, *, note: Optional[str] = None, source: str = "user",
+         user_id: Optional[int] = None) -> Optional[OrderHold]:
+    """Put a hold on the order; a second hold with the same reason is a no-op."""
+    if reason not in HOLD_REASONS:
+        raise ValidationError(f"未知的挂起原因：{reason}", "reason")
+    if order.status not in HOLDABLE:
+        raise IllegalTransition(
+            f"订单 {order.platform_order_id} 当前为「{STATUS_ZH[order.status]}」，只有待审核或待发货的订单可以挂起"
+        )
+    if reason in order.active_hold_reasons:
+        return None
+    h = OrderHold(order=order, reason=reason, note=note, created_by_id=user_id, created_at=utcnow())
+    db.session.add(h)
+    order.is_held = True
+    _event(order, "hold", "hold", None, HOLD_ZH[reason], source, user_id, note)
+    return h
+
+
+def release(order: Order, reason: Optional[str] = None, *, note: Optional[str] = None,
+            source: str = "user", user_id: Optional[int] = None) -> int:
+    """Release one hold reason (or all); returns how many holds were released."""
+    if reason is not None and reason not in HOLD_REASONS:
+        raise ValidationError(f"未知的挂起原因：{reason}", "reason")
+    now = utcnow()
+    released = 0
+    for h in order.holds:
+        if h.released_at is None and (reason is None or h.reason == reason):
+            h.released_at = now
+            h.released_by_id = user_id
+            released += 1
+            _event(order, "release", "hold", HOLD_ZH[h.reason], None, source, user_id, note)
+    if released == 0:
+        raise IllegalTransition(f"订单 {order.platform_order_id} 没有可解除的挂起")
+    order.is_held = any(h.released_at is None for h in order.holds)
+    return released

@@ -1,0 +1,47 @@
+"""Register every page, API and menu. The menu ``name`` is the permission key;
+``label`` is what the user reads (zh through our catalogue)."""
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+
+from .audit import PiiAccessLogApi, PiiAccessLogView
+from .catalog import BundleComponentApi, BundleComponentView, ProductApi, ProductView, SkuApi, SkuView
+from .customers import CustomerApi, CustomerOrderView, CustomerView
+from .inventory import StockApi, StockMovementApi, StockMovementView, StockView, WarehouseApi, WarehouseView
+from .jobs import JobsView
+from .logistics import CarrierApi, CarrierView
+from .orders import (
+    OrderApi, OrderEventApi, OrderEventView, OrderHoldApi, OrderHoldView, OrderLineApi, OrderLineView,
+    OrderView,
+)
+from .shops import ShopApi, ShopView
+
+# (view class, menu name, menu label, category, category label, icon)
+MENU = [
+    (OrderView, "Orders", _l("Orders"), "OrderHub", _l("Order hub"), "fa-list"),
+    (OrderEventView, "Order events", _l("Order events"), "OrderHub", _l("Order hub"), "fa-history"),
+    (CustomerView, "Customers", _l("Customers"), "OrderHub", _l("Order hub"), "fa-users"),
+    (ProductView, "Products", _l("Products"), "Catalog", _l("Catalog"), "fa-cube"),
+    (SkuView, "SKUs", _l("SKUs"), "Catalog", _l("Catalog"), "fa-cubes"),
+    (BundleComponentView, "Bundle components", _l("Bundle components"), "Catalog", _l("Catalog"), "fa-object-group"),
+    (StockView, "Stock", _l("Stock"), "Inventory", _l("Inventory"), "fa-archive"),
+    (StockMovementView, "Stock movements", _l("Stock movements"), "Inventory", _l("Inventory"), "fa-exchange"),
+    (WarehouseView, "Warehouses", _l("Warehouses"), "Inventory", _l("Inventory"), "fa-building"),
+    (CarrierView, "Carriers", _l("Carriers"), "Logistics", _l("Logistics"), "fa-truck"),
+    (ShopView, "Shops", _l("Shops"), "Settings", _l("Settings"), "fa-shopping-bag"),
+    (JobsView, "Jobs", _l("Jobs"), "Settings", _l("Settings"), "fa-tasks"),
+    (PiiAccessLogView, "PII access log", _l("PII access log"), "Settings", _l("Settings"), "fa-eye"),
+]
+HIDDEN_VIEWS = [OrderLineView, OrderHoldView, CustomerOrderView]
+APIS = [OrderApi, OrderLineApi, OrderHoldApi, OrderEventApi, CustomerApi, ProductApi, SkuApi,
+        BundleComponentApi, WarehouseApi, StockApi, StockMovementApi, CarrierApi, ShopApi, PiiAccessLogApi]
+
+
+def register_views(appbuilder) -> None:
+    for view, name, label, category, category_label, icon in MENU:
+        appbuilder.add_view(view, name, label=label, icon=icon, category=category,
+                            category_label=category_label)
+    for view in HIDDEN_VIEWS:
+        appbuilder.add_view_no_menu(view)
+    for api in APIS:
+        appbuilder.add_api(api)

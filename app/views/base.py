@@ -1,0 +1,290 @@
+"""Base classes every OMS ModelView and ModelRestApi derives from.
+
+They add, once for all views:
+* zh labels taken from the model's column metadata (``info["label"]``);
+* column scope: per request, columns tagged ``finance``/``pii`` that the user
+  may not read disappear from list, show, edit, add, ordering, filters and REST
+  responses; PII is masked unless revealed (services/columns.py);
+* typed domain errors mapped to flash messages / HTTP codes with zh text.
+
+Row scope needs nothing here: it is applied to every ORM query by
+services/scope.py. ``tests/test_scope_matrix.py`` checks every registered
+view and API derives from these classes.
+"""
+from __future__ import annotations
+
+from flask import abort, flash, has_request_context, redirect, request
+from flask_appbuilder import ModelRestApi, ModelView
+from flask_appbuilder.api import rison
+from flask_appbuilder.models.sqla.interface import SQLAInterface
+from flask_appbuilder.security.decorators import protect
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+
+from sqlalchemy import Boolean, Numeric
+
+from app.services import columns, display
+from app.services.errors import DomainError
+
+class _ColumnScoped:
+    """Data descriptor: the stored column list, filtered by the current user's grant."""
+
+    def __init__(self, name: str, kind: str):
+        self.name = name
+        self.kind = kind
+        self.slot = "_scoped_" + name
+
+    def _keep(self):
+        return columns.editable if self.kind == "edit" else columns.readable
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        value = obj.__dict__.get(self.slot)
+        if value is None or not has_request_context():
+            return value
+        return self._keep()(obj.datamodel.obj, value)
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = value
+
+
+class _FieldsetsScoped(_ColumnScoped):
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        value = obj.__dict__.get(self.slot)
+        if not value or not has_request_context():
+            return value
+        keep = self._keep()
+        out = []
+        for title, spec in value:
+            fields = keep(obj.datamodel.obj, spec.get("fields", []))
+            if fields:
+                out.append((title, dict(spec, fields=fields)))
+        return out
+
+
+class _ScopedForm:
+    """Wraps a FAB form class so each refreshed form drops fields the user may not edit.
+
+    Dropping the field (not just hiding it) matters: populate_obj would
+    otherwise blank a column the user never saw.
+    """
+
+    def __init__(self, form_cls, model):
+        self.form_cls = form_cls
+        self.model = model
+
+    def __getattr__(self, item):
+        return getattr(self.form_cls, item)
+
+    def __call__(self, *args, **kwargs):
+        return self._prune(self.form_cls(*args, **kwargs))
+
+    def refresh(self, *args, **kwargs):
+        return self._prune(self.form_cls.refresh(*args, **kwargs))
+
+    def _prune(self, form):
+        allowed = set(columns.editable(self.model, list(form._fields)))
+        for name in list(form._fields):
+            if name not in allowed and name != "csrf_token":
+                del form[name]
+        return form
+
+
+class _FormScoped:
+    def __init__(self, name: str):
+        self.name = name
+        self.slot = "_scoped_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        form = obj.__dict__.get(self.slot)
+        if form is None or not has_request_context():
+            return form
+        return _ScopedForm(form, obj.datamodel.obj)
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = value
+
+
+_DESCRIPTORS = {
+    "list_columns": lambda: _ColumnScoped("list_columns", "read"),
+    "show_columns": lambda: _ColumnScoped("show_columns", "read"),
+    "edit_columns": lambda: _ColumnScoped("edit_columns", "edit"),
+    "add_columns": lambda: _ColumnScoped("add_columns", "edit"),
+    "order_columns": lambda: _ColumnScoped("order_columns", "read"),
+    "show_fieldsets": lambda: _FieldsetsScoped("show_fieldsets", "read"),
+    "edit_fieldsets": lambda: _FieldsetsScoped("edit_fieldsets", "edit"),
+    "add_fieldsets": lambda: _FieldsetsScoped("add_fieldsets", "edit"),
+    "edit_form": lambda: _FormScoped("edit_form"),
+    "add_form": lambda: _FormScoped("add_form"),
+}
+
+
+def model_labels(model) -> dict:
+    """zh labels for every column and relationship, from the model metadata."""
+    labels = {}
+    mapper = model.__mapper__
+    for col in mapper.columns:
+        if "label" in col.info:
+            labels[col.key] = col.info["label"]
+    for rel in mapper.relationships:
+        if "label" in rel.info:
+            labels[rel.key] = rel.info["label"]
+            target = rel.mapper.class_
+            for col in target.__mapper__.columns:
+                if "label" in col.info:
+                    labels[f"{rel.key}.{col.key}"] = col.info["label"]
+    return labels
+
+
+def default_formatters(model) -> dict:
+    """Display formatters: PII masked, times in Asia/Shanghai, money with 2 decimals."""
+    from app.models.types import UTCDateTime
+
+    out = {}
+    for col in model.__mapper__.columns:
+        if col.info.get("scope") == "pii":
+            out[col.key] = (lambda key: (lambda value: columns.present(model, key, value)))(col.key)
+        elif isinstance(col.type, UTCDateTime):
+            out[col.key] = display.format_time
+        elif isinstance(col.type, Numeric) and col.type.scale == 2:
+            out[col.key] = display.format_money
+        elif isinstance(col.type, Boolean):
+            out[col.key] = display.format_bool
+    return out
+
+
+# One permission vocabulary for pages and APIs of an entity: read / write / delete
+# on the entity's name (``class_permission_name``), so a role reads like the job.
+VIEW_METHOD_PERMISSIONS = {
+    "list": "read", "show": "read", "download": "read",
+    "add": "write", "edit": "write", "delete": "delete",
+    "api": "read", "api_read": "read", "api_get": "read", "api_readvalues": "read",
+    "api_column_add": "write", "api_column_edit": "write",
+    "api_create": "write", "api_update": "write", "api_delete": "delete",
+}
+API_METHOD_PERMISSIONS = {
+    "get": "read", "get_list": "read", "info": "read",
+    "post": "write", "put": "write", "delete": "delete",
+}
+
+
+class OmsModelView(ModelView):
+    """Every CRUD page of the OMS derives from this."""
+
+    page_size = 50
+    method_permission_name = VIEW_METHOD_PERMISSIONS
+
+    def __init_subclass__(cls, **kwargs):
+        # A subclass's plain ``list_columns = [...]`` would shadow the scoping
+        # descriptor: keep the declaration aside and reinstall the descriptor.
+        super().__init_subclass__(**kwargs)
+        for attr, make in _DESCRIPTORS.items():
+            declared = cls.__dict__.get(attr)
+            if declared is not None and not isinstance(declared, (_ColumnScoped, _FormScoped)):
+                setattr(cls, "_decl_" + attr, declared)
+            if not isinstance(declared, (_ColumnScoped, _FormScoped)):
+                setattr(cls, attr, make())
+
+    def __init__(self, **kwargs):
+        cls = type(self)
+        for attr in _DESCRIPTORS:
+            self.__dict__["_scoped_" + attr] = getattr(cls, "_decl_" + attr, None)
+        model = self.datamodel.obj
+        labels = model_labels(model)
+        labels.update(getattr(cls, "label_columns", None) or {})
+        self.label_columns = labels
+        formatters = default_formatters(model)
+        formatters.update(getattr(cls, "formatters_columns", None) or {})
+        self.formatters_columns = formatters
+        super().__init__(**kwargs)
+
+    def _list(self, **kwargs):
+        self._refuse_unreadable_filters()
+        return super()._list(**kwargs)
+
+    def _refuse_unreadable_filters(self):
+        from flask_appbuilder.urltools import get_filter_args
+
+        get_filter_args(self._filters)
+        model = self.datamodel.obj
+        for flt in self._filters.filters:
+            if not columns.readable(model, [flt.column_name]):
+                abort(403)
+
+
+class OmsModelRestApi(ModelRestApi):
+    """Every REST API of the OMS derives from this: scoped rows and columns, zh errors."""
+
+    allow_browser_login = True
+    page_size = 50
+    max_page_size = 500
+    method_permission_name = API_METHOD_PERMISSIONS
+
+    def __init__(self):
+        model = self.datamodel.obj
+        labels = model_labels(model)
+        labels.update(type(self).__dict__.get("label_columns") or {})
+        self.label_columns = labels
+        super().__init__()
+
+    # responses -----------------------------------------------------------
+    def pre_get(self, data):
+        data["result"] = columns.present_row(self.datamodel.obj, data["result"],
+                                             reveal=self._reveal_requested(data.get("id")))
+
+    def pre_get_list(self, data):
+        model = self.datamodel.obj
+        data["result"] = [columns.present_row(model, row) for row in data["result"]]
+
+    def _reveal_requested(self, pk) -> bool:
+        return False
+
+    # requests ------------------------------------------------------------
+    def _handle_filters_args(self, rison_args):
+        model = self.datamodel.obj
+        for flt in rison_args.get("filters", []):
+            col = flt.get("col")
+            if col and not columns.readable(model, [col]):
+                from flask_appbuilder.exceptions import FABException
+
+                raise FABException(f"无权按该列筛选：{col}")
+        return super()._handle_filters_args(rison_args)
+
+    def _handle_order_args(self, rison_args):
+        col = rison_args.get("order_column")
+        if col and not columns.readable(self.datamodel.obj, [col]):
+            from flask_appbuilder.exceptions import InvalidOrderByColumnFABException
+
+            raise InvalidOrderByColumnFABException(f"无权按该列排序：{col}")
+        return super()._handle_order_args(rison_args)
+
+    def _forbidden_keys(self) -> list[str]:
+        if not request.is_json or not isinstance(request.json, dict):
+            return []
+        model = self.datamodel.obj
+        keys = [k for k in request.json if k in model.__mapper__.columns or k in model.__mapper__.relationships]
+        allowed = set(columns.editable(model, keys))
+        return [k for k in keys if k not in allowed]
+
+    def post_headless(self):
+        bad = self._forbidden_keys()
+        if bad:
+            return self.response(403, message=f"无权写入字段：{'、'.join(bad)}")
+        try:
+            return super().post_headless()
+        except DomainError as exc:
+            return self.response(exc.status_code, **exc.to_dict())
+
+    def put_headless(self, pk):
+        bad = self._forbidden_keys()
+        if bad:
+            return self.response(403, message=f"无权写入字段：{'、'.join(bad)}")
+        try:
+            return super().put_headless(pk)
+        except DomainError as exc:
+            return self.response(exc.status_code, **exc.to_dict())

@@ -1,0 +1,335 @@
+"""Orders: list with status tabs, detail with lines / holds / events, batch actions,
+and the REST API. Every change goes through services/orders.py and order_status.py."""
+from __future__ import annotations
+
+from flask import flash, g, redirect, request
+from flask_appbuilder import expose
+from flask_appbuilder.actions import action
+from flask_appbuilder.api import expose as api_expose, protect, safe
+from flask_appbuilder.security.decorators import has_access, permission_name
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import inspect
+from wtforms import SelectField
+
+from app.extensions import db
+from app.models import FLAGS, HOLD_REASONS, ORDER_STATUSES, PLATFORMS, Order, OrderEvent, OrderHold, OrderLine
+from app.services import columns, order_status, orders as order_service
+from app.services import order_views
+from app.services.errors import DomainError
+
+from .base import OmsModelRestApi, OmsModelView, VIEW_METHOD_PERMISSIONS
+from .interface import OmsInterface
+
+ORDER_PERMISSIONS = dict(
+    VIEW_METHOD_PERMISSIONS,
+    audit_orders="audit", unaudit_orders="audit",
+    hold_orders="hold", release_orders="hold",
+    reveal="reveal",
+)
+
+
+def _status(value):
+    return str(ORDER_STATUSES.get(value, value or ""))
+
+
+def _platform(value):
+    return str(PLATFORMS.get(value, value or ""))
+
+
+def _flag(value):
+    return str(FLAGS.get(value, value))
+
+
+class OrderLineView(OmsModelView):
+    datamodel = OmsInterface(OrderLine)
+    class_permission_name = "Order"
+    base_permissions = ["can_read"]
+    list_title = show_title = _l("Order lines")
+    list_columns = ["order", "merchant_code", "sku", "title", "spec", "quantity", "price",
+                    "paid_amount", "cost_price", "refund_status"]
+    show_columns = ["order", "platform_line_id", "merchant_code", "sku", "title", "spec", "quantity",
+                    "price", "paid_amount", "cost_price", "refund_status"]
+    search_columns = ["merchant_code", "title", "refund_status"]
+    base_order = ("id", "asc")
+
+
+class OrderHoldView(OmsModelView):
+    datamodel = OmsInterface(OrderHold)
+    class_permission_name = "Order"
+    base_permissions = ["can_read"]
+    list_title = show_title = _l("Holds")
+    list_columns = ["order", "reason", "note", "created_at", "released_at"]
+    show_columns = list_columns
+    search_columns = ["reason", "created_at", "released_at"]
+    formatters_columns = {"reason": lambda v: str(HOLD_REASONS.get(v, v))}
+    base_order = ("id", "desc")
+
+
+class OrderEventView(OmsModelView):
+    datamodel = OmsInterface(OrderEvent)
+    class_permission_name = "OrderEvent"
+    base_permissions = ["can_read"]
+    list_title = show_title = _l("Order events")
+    list_columns = ["created_at", "order", "user", "source", "action", "field", "old_value", "new_value", "note"]
+    show_columns = list_columns
+    search_columns = ["source", "action", "field", "created_at"]
+    base_order = ("id", "desc")
+
+
+class OrderView(OmsModelView):
+    datamodel = OmsInterface(Order)
+    class_permission_name = "Order"
+    method_permission_name = ORDER_PERMISSIONS
+    base_permissions = ["can_read", "can_write", "can_audit", "can_hold", "can_reveal"]
+    list_template = "orders/list.html"
+    show_template = "orders/show.html"
+    list_title = _l("Orders")
+    show_title = _l("Order detail")
+    edit_title = _l("Edit order")
+    list_columns = ["platform_order_id", "shop", "status", "is_held", "buyer_nick", "receiver_name",
+                    "receiver_province", "paid_amount", "cost_amount", "paid_at", "carrier",
+                    "tracking_number", "flag"]
+    order_columns = ["platform_order_id", "status", "paid_amount", "cost_amount", "paid_at", "flag"]
+    search_columns = ["platform_order_id", "shop", "platform", "status", "is_held", "flag", "buyer_nick",
+                      "receiver_phone", "receiver_province", "tracking_number", "carrier", "warehouse",
+                      "is_returning_customer", "paid_at"]
+    search_form_extra_fields = {
+        "status": SelectField(_l("Status"), choices=[(k, v) for k, v in ORDER_STATUSES.items()]),
+        "platform": SelectField(_l("Platform"), choices=[(k, v) for k, v in PLATFORMS.items()]),
+    }
+    show_fieldsets = [
+        (_l("Order"), {"fields": ["platform_order_id", "shop", "platform", "status", "platform_status",
+                                  "is_held", "flag", "customer", "is_returning_customer", "close_reason"]}),
+        (_l("Amounts"), {"fields": ["goods_amount", "discount_amount", "post_fee", "paid_amount",
+                                    "cost_amount"]}),
+        (_l("Receiver"), {"fields": ["buyer_nick", "receiver_name", "receiver_phone", "receiver_province",
+                                     "receiver_city", "receiver_district", "receiver_address",
+                                     "receiver_zip"]}),
+        (_l("Messages"), {"fields": ["buyer_message", "seller_memo"]}),
+        (_l("Logistics"), {"fields": ["warehouse", "carrier", "tracking_number"]}),
+        (_l("Times"), {"fields": ["platform_created_at", "paid_at", "audited_at", "shipped_at",
+                                  "completed_at", "closed_at", "platform_modified_at", "updated_at"]}),
+    ]
+    edit_columns = ["seller_memo", "flag", "warehouse", "carrier", "tracking_number", "receiver_name",
+                    "receiver_phone", "receiver_province", "receiver_city", "receiver_district",
+                    "receiver_address", "receiver_zip"]
+    formatters_columns = {"status": _status, "platform": _platform, "flag": _flag}
+    related_views = [OrderLineView, OrderHoldView, OrderEventView]
+    base_order = ("paid_at", "desc")
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        # Orders are never deleted, only closed; adding happens through import and sync.
+        self.base_permissions = [p for p in self.base_permissions if p not in ("can_delete", "can_add")]
+
+    # status tabs ----------------------------------------------------------
+    @expose("/list/")
+    @has_access
+    def list(self):
+        g.oms_status_tabs = order_views.status_tab_counts()
+        return super().list()
+
+    # editing goes through the service: validated, one OrderEvent per field ----
+    def pre_update(self, item: Order):
+        """Turn the form's changes into a service call: validated, one event per field."""
+        state = inspect(item)
+        changes = {}
+        for name in order_service.EDITABLE_FIELDS:
+            if name in ("carrier_id", "warehouse_id"):
+                rel = getattr(item, name[:-3])
+                new_id = rel.id if rel is not None else None
+                if new_id != getattr(item, name):  # the FK column still holds the old id
+                    changes[name] = new_id
+                continue
+            hist = state.attrs[name].history
+            if hist.has_changes():
+                changes[name] = getattr(item, name)
+                setattr(item, name, hist.deleted[0] if hist.deleted else None)
+        order_service.update_fields(item, changes, user_id=g.user.id)
+
+    # reveal PII -------------------------------------------------------------
+    @expose("/reveal/<int:pk>", methods=["POST"])
+    @has_access
+    def reveal(self, pk):
+        try:
+            data = order_service.reveal(pk, g.user.id)
+        except DomainError as exc:
+            flash(exc.message, "danger")
+            return redirect(self.get_redirect())
+        g.oms_revealed = data
+        return self.show(pk)
+
+    # batch actions ------------------------------------------------------------
+    def _run_batch(self, items, fn, verb: str):
+        ids = [it.id for it in items if it is not None] if isinstance(items, list) else (
+            [items.id] if items is not None else [])
+        missing = (len(items) if isinstance(items, list) else 1) - len(ids)
+        result = order_service.batch(ids, fn, user_id=g.user.id)
+        if result.ok:
+            flash(f"{verb}成功 {len(result.ok)} 个订单", "success")
+        for oid, message in list(result.failed.items())[:20]:
+            flash(message, "danger")
+        if len(result.failed) > 20:
+            flash(f"另有 {len(result.failed) - 20} 个订单{verb}失败", "danger")
+        if missing:
+            flash(f"{missing} 个订单不存在或无权访问", "danger")
+        return redirect(self.get_redirect())
+
+    @action("audit_orders", _l("Audit"), _l("Audit the selected orders?"), "fa-check")
+    def audit_orders(self, items):
+        uid = g.user.id
+        return self._run_batch(items, lambda o: order_status.apply(o, "audit", user_id=uid), "审单")
+
+    @action("unaudit_orders", _l("Undo audit"), _l("Move the selected orders back to audit?"), "fa-undo")
+    def unaudit_orders(self, items):
+        uid = g.user.id
+        return self._run_batch(items, lambda o: order_status.apply(o, "unaudit", user_id=uid), "反审核")
+
+    @action("hold_orders", _l("Hold"), _l("Hold the selected orders?"), "fa-pause")
+    def hold_orders(self, items):
+        uid = g.user.id
+        return self._run_batch(items, lambda o: order_status.hold(o, "manual", user_id=uid), "挂起")
+
+    @action("release_orders", _l("Release holds"), _l("Release every hold on the selected orders?"), "fa-play")
+    def release_orders(self, items):
+        uid = g.user.id
+        return self._run_batch(items, lambda o: order_status.release(o, user_id=uid), "解除挂起")
+
+
+class OrderApi(OmsModelRestApi):
+    resource_name = "order"
+    datamodel = OmsInterface(Order)
+    class_permission_name = "Order"
+    method_permission_name = dict(
+        OmsModelRestApi.method_permission_name, transition="write", reveal="reveal",
+    )
+    base_permissions = ["can_read", "can_write", "can_reveal"]
+    list_columns = ["id", "platform_order_id", "shop.id", "shop.name", "platform", "status", "is_held",
+                    "buyer_nick", "receiver_name", "receiver_phone", "receiver_province", "receiver_city",
+                    "receiver_district", "receiver_address", "goods_amount", "paid_amount", "cost_amount",
+                    "post_fee", "flag", "seller_memo", "buyer_message", "paid_at", "carrier.name",
+                    "tracking_number", "warehouse.name", "is_returning_customer", "updated_at"]
+    show_columns = list_columns + ["platform_status", "discount_amount", "receiver_zip", "close_reason",
+                                   "platform_created_at", "audited_at", "shipped_at", "completed_at",
+                                   "closed_at", "customer.id"]
+    search_columns = ["platform_order_id", "shop", "platform", "status", "is_held", "flag", "buyer_nick",
+                      "receiver_phone", "receiver_province", "tracking_number", "paid_at", "updated_at",
+                      "is_returning_customer"]
+    order_columns = ["id", "platform_order_id", "status", "paid_at", "paid_amount", "updated_at"]
+    edit_columns = [f[:-3] if f.endswith("_id") else f for f in order_service.EDITABLE_FIELDS]
+    add_columns = ["platform_order_id"]
+    base_order = ("id", "desc")
+    openapi_spec_tag = "Orders"
+
+    def __init__(self):
+        super().__init__()
+        self.base_permissions = ["can_read", "can_write", "can_reveal"]
+
+    def put_headless(self, pk):
+        bad = self._forbidden_keys()
+        if bad:
+            return self.response(403, message=f"无权写入字段：{'、'.join(bad)}")
+        if not request.is_json or not isinstance(request.json, dict):
+            return self.response_400(message="请求体必须是 JSON 对象")
+        try:
+            changed = order_service.edit_order(int(pk), request.json, user_id=g.user.id)
+        except DomainError as exc:
+            return self.response(exc.status_code, **exc.to_dict())
+        order = order_service.get_order(int(pk))
+        result = columns.present_row(Order, self.show_model_schema.dump(order))
+        return self.response(200, result=result, changed=changed)
+
+    def post_headless(self):
+        return self.response(405, message="订单由平台同步或导入产生，不能通过接口新建")
+
+    @api_expose("/<int:pk>/transition", methods=["POST"])
+    @protect()
+    @safe
+    @permission_name("transition")
+    def transition(self, pk):
+        """Run a status transition on an order
+        ---
+        post:
+          parameters:
+          - in: path
+            schema: {type: integer}
+            name: pk
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    action: {type: string}
+                    reason: {type: string}
+          responses:
+            200: {description: New status}
+            404: {$ref: '#/components/responses/404'}
+            409: {description: Illegal transition}
+            422: {$ref: '#/components/responses/422'}
+        """
+        body = request.get_json(silent=True) or {}
+        action_name = body.get("action") or ""
+        needed = order_views.permission_for_action(action_name)
+        if needed and not self.appbuilder.sm.has_access(f"can_{needed}", "Order"):
+            return self.response(403, message="没有执行该操作的权限")
+        try:
+            order = order_service.transition(pk, action_name, user_id=g.user.id, reason=body.get("reason"))
+        except DomainError as exc:
+            return self.response(exc.status_code, **exc.to_dict())
+        return self.response(200, id=order.id, status=order.status)
+
+    @api_expose("/<int:pk>/reveal", methods=["POST"])
+    @protect()
+    @safe
+    @permission_name("reveal")
+    def reveal(self, pk):
+        """Unmasked receiver data (logged)
+        ---
+        post:
+          parameters:
+          - in: path
+            schema: {type: integer}
+            name: pk
+          responses:
+            200: {description: Receiver data}
+            403: {$ref: '#/components/responses/403'}
+            404: {$ref: '#/components/responses/404'}
+        """
+        try:
+            return self.response(200, result=order_service.reveal(pk, g.user.id))
+        except DomainError as exc:
+            return self.response(exc.status_code, **exc.to_dict())
+
+
+class OrderLineApi(OmsModelRestApi):
+    resource_name = "order_line"
+    datamodel = OmsInterface(OrderLine)
+    class_permission_name = "Order"
+    base_permissions = ["can_read"]
+    list_columns = ["id", "order.id", "platform_line_id", "merchant_code", "sku.id", "title", "spec",
+                    "quantity", "price", "paid_amount", "cost_price", "refund_status"]
+    show_columns = list_columns
+    search_columns = ["order", "merchant_code", "title", "refund_status"]
+
+
+class OrderEventApi(OmsModelRestApi):
+    resource_name = "order_event"
+    datamodel = OmsInterface(OrderEvent)
+    class_permission_name = "OrderEvent"
+    base_permissions = ["can_read"]
+    list_columns = ["id", "order.id", "created_at", "user.id", "source", "action", "field", "old_value",
+                    "new_value", "note"]
+    show_columns = list_columns
+    search_columns = ["order", "source", "action", "field", "created_at"]
+    base_order = ("id", "desc")
+
+
+class OrderHoldApi(OmsModelRestApi):
+    resource_name = "order_hold"
+    datamodel = OmsInterface(OrderHold)
+    class_permission_name = "Order"
+    base_permissions = ["can_read"]
+    list_columns = ["id", "order.id", "reason", "note", "created_at", "released_at"]
+    show_columns = list_columns
+    search_columns = ["order", "reason", "created_at", "released_at"]

