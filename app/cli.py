@@ -72,3 +72,14 @@ def set_password_cmd(username, password):
         raise click.ClickException(f"用户不存在：{username}")
     appbuilder.sm.reset_password(user.id, password)
     click.echo(f"已更新 {username} 的密码")
+
+
+@oms.command("order-count")
+def order_count_cmd():
+    """Print how many orders exist (used by `make run` to decide on demo data)."""
+    from sqlalchemy import func, select
+
+    from app.extensions import db
+    from app.models import Order
+
+    click.echo(db.session.execute(select(func.count()).select_from(Order)).scalar())

@@ -78,21 +78,21 @@ def init_csrf(app: Flask) -> None:
 
 
 def init_appbuilder(app: Flask) -> None:
-    from app.extensions import appbuilder, db
+    from flask_appbuilder import AppBuilder
+
+    from app.extensions import db
     from app.security import OmsSecurityManager
     from app.views.home import OmsIndexView
 
-    appbuilder.security_manager_class = OmsSecurityManager
-    appbuilder.indexview = OmsIndexView
-    appbuilder.base_template = "oms_base.html"
+    appbuilder = AppBuilder(update_perms=False, security_manager_class=OmsSecurityManager,
+                            indexview=OmsIndexView, base_template="oms_base.html")
     appbuilder.init_app(app, db.session)
 
 
 def init_views(app: Flask) -> None:
-    from app.extensions import appbuilder
     from app.views import register_views
 
-    register_views(appbuilder)
+    register_views(app.appbuilder)
 
 
 def init_jinja(app: Flask) -> None:

@@ -34,9 +34,20 @@ class OmsSecurityManager(SecurityManager):
     userdbmodelview = OmsUserDBModelView
 
     def load_user(self, pk):
-        # A fresh user per request resets the cached row and column scope.
-        from flask import g
+        # Load the user and their shops unscoped: the row scope is derived from them.
+        from app.services.scope import as_scope
 
-        g.__dict__.pop("oms_scope", None)
-        g.__dict__.pop("oms_grant", None)
-        return super().load_user(pk)
+        with as_scope(None):
+            user = super().load_user(pk)
+            if user is not None:
+                list(user.shops)
+        return user
+
+    def load_user_jwt(self, _jwt_header, jwt_data):
+        from app.services.scope import as_scope
+
+        with as_scope(None):
+            user = super().load_user_jwt(_jwt_header, jwt_data)
+            if user is not None:
+                list(user.shops)
+        return user

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from flask import g, has_request_context, request
+from flask import has_request_context, request
 
 COLUMN_SCOPE_VIEW = "ColumnScope"
 PERM_FINANCE = "can_read_finance"
@@ -71,11 +71,12 @@ def current_grant() -> ColumnGrant:
     if _job_grant is not None:
         return _job_grant
     if has_request_context():
-        if "oms_grant" not in g.__dict__:
+        env = request.environ  # per request; ``g`` may outlive one
+        if "oms.grant" not in env:
             from flask_login import current_user
 
-            g.oms_grant = grant_for_user(current_user)
-        return g.oms_grant
+            env["oms.grant"] = grant_for_user(current_user)
+        return env["oms.grant"]
     return ColumnGrant.everything()  # CLI and system jobs
 
 

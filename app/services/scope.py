@@ -14,11 +14,10 @@ The active scope is, in order:
 from __future__ import annotations
 
 import contextlib
-import functools
 import contextvars
 from typing import Iterable, Optional
 
-from flask import g, has_request_context
+from flask import has_request_context, request
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, with_loader_criteria
 
@@ -30,24 +29,22 @@ def _criteria(shop_ids: frozenset[int]):
     from app.models import Customer, CustomerShop, Order, OrderEvent, OrderHold, OrderLine, Shop
 
     ids = sorted(shop_ids) or [-1]
-    scoped_orders = select(Order.id).where(Order.shop_id.in_(ids))
-    scoped_customers = select(CustomerShop.customer_id).where(CustomerShop.shop_id.in_(ids))
+
+    # Lambdas, so that aliased joins (FAB joins relationships through aliases)
+    # are restricted as well; ``ids`` becomes a bound parameter.
     return [
-        with_loader_criteria(Shop, Shop.id.in_(ids), include_aliases=True),
-        with_loader_criteria(Order, Order.shop_id.in_(ids), include_aliases=True),
-        with_loader_criteria(OrderLine, OrderLine.order_id.in_(scoped_orders), include_aliases=True),
-        with_loader_criteria(OrderHold, OrderHold.order_id.in_(scoped_orders), include_aliases=True),
-        with_loader_criteria(OrderEvent, OrderEvent.order_id.in_(scoped_orders), include_aliases=True),
-        with_loader_criteria(CustomerShop, CustomerShop.shop_id.in_(ids), include_aliases=True),
-        with_loader_criteria(Customer, Customer.id.in_(scoped_customers), include_aliases=True),
+        with_loader_criteria(Shop, lambda cls: cls.id.in_(ids), include_aliases=True),
+        with_loader_criteria(Order, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
+        with_loader_criteria(OrderLine, lambda cls: cls.order_id.in_(
+            select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
+        with_loader_criteria(OrderHold, lambda cls: cls.order_id.in_(
+            select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
+        with_loader_criteria(OrderEvent, lambda cls: cls.order_id.in_(
+            select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
+        with_loader_criteria(CustomerShop, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
+        with_loader_criteria(Customer, lambda cls: cls.id.in_(
+            select(CustomerShop.customer_id).where(CustomerShop.shop_id.in_(ids))), include_aliases=True),
     ]
-
-
-@functools.lru_cache(maxsize=1)
-def _scoped_mappers():
-    from app.models import Customer, CustomerShop, Order, OrderEvent, OrderHold, OrderLine, Shop
-
-    return frozenset(m.__mapper__ for m in (Shop, Order, OrderLine, OrderHold, OrderEvent, Customer, CustomerShop))
 
 
 def user_shop_ids(user) -> Optional[frozenset[int]]:
@@ -64,21 +61,31 @@ def current_scope() -> Optional[frozenset[int]]:
     if explicit != ("unset",):
         return explicit
     if has_request_context():
-        if "oms_scope" not in g.__dict__:
-            g.oms_scope = ("computing",)
+        # Cached per request (not on ``g``: an app context can outlive a request).
+        env = request.environ
+        if "oms.scope" not in env:
+            env["oms.scope"] = _COMPUTING
             from flask_login import current_user
 
-            g.oms_scope = user_shop_ids(current_user)
-        scope = g.oms_scope
-        if scope == ("computing",):  # loading the user itself: not a scoped query
+            try:
+                env["oms.scope"] = user_shop_ids(current_user)
+            except BaseException:
+                env.pop("oms.scope", None)
+                raise
+        scope = env["oms.scope"]
+        if scope is _COMPUTING:  # loading the user and their shops: not a user query
             return UNRESTRICTED
         return scope
     return UNRESTRICTED
 
 
+_COMPUTING = object()
+
+
 def reset_request_scope() -> None:
     if has_request_context():
-        g.__dict__.pop("oms_scope", None)
+        request.environ.pop("oms.scope", None)
+        request.environ.pop("oms.grant", None)
 
 
 @contextlib.contextmanager
@@ -125,8 +132,9 @@ def _apply_row_scope(state) -> None:
         return
     if not (state.is_select or state.is_update or state.is_delete):
         return
-    if not any(m in _scoped_mappers() for m in state.all_mappers):
-        return
+    # No early exit on ``state.all_mappers``: FAB's count wraps the ORM query in a
+    # subquery whose outer statement names no mapper, and it must be scoped too.
+    # Criteria for entities absent from a statement are simply not used.
     scope = current_scope()
     if scope is UNRESTRICTED:
         return

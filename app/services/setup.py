@@ -92,11 +92,11 @@ def menu_names_for(view_perm_names: set[str]) -> set[str]:
 
 
 def sync_permissions() -> None:
-    appbuilder.add_permissions(update_perms=True)
     sm = appbuilder.sm
+    admin = sm.find_role(ROLE_ADMIN) or sm.add_role(ROLE_ADMIN)
+    appbuilder.add_permissions(update_perms=True)
     for perm in (PERM_FINANCE, PERM_PII, PERM_REVEAL):
         sm.add_permission_view_menu(perm, COLUMN_SCOPE_VIEW)
-    admin = sm.find_role(ROLE_ADMIN) or sm.add_role(ROLE_ADMIN)
     # The admin role holds every permission that exists.
     for pv in db.session.query(sm.permissionview_model).all():
         if pv not in admin.permissions:

@@ -1,0 +1,52 @@
+# Two commands: `make run` (set up and run the app with the demo shop group)
+# and `make test` (set up and run the whole suite). Everything else is a step.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+HOST ?= 127.0.0.1
+WEB_WORKERS ?= 2
+export FLASK_APP := run.py
+
+.PHONY: run test setup venv translations services worker scheduler web stop-redis clean
+
+$(BIN)/python:
+	@command -v $(PY) >/dev/null 2>&1 || { echo "需要 Python 3.11（$(PY)）"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Reinstall only when requirements.txt changes.
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Compile our zh catalogue (the .mo is built, never committed).
+translations: venv
+	$(BIN)/pybabel -q compile -f -d app/translations
+
+setup: venv translations
+
+run: setup
+	$(BIN)/flask oms init
+	@if [ "$$($(BIN)/flask oms order-count 2>/dev/null | tail -n1)" = "0" ]; then $(BIN)/flask oms demo; fi
+	@echo "店群订单管理：http://$(HOST):$(PORT)/"
+	@trap 'kill 0' EXIT INT TERM; \
+	  $(BIN)/flask oms worker & \
+	  $(BIN)/flask oms scheduler & \
+	  $(BIN)/gunicorn --workers $(WEB_WORKERS) --bind $(HOST):$(PORT) --access-logfile - run:app
+
+# PostgreSQL and Redis for the tests that need real servers (started if down).
+services:
+	@bash .ci/services
+
+test: setup services
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+stop-redis:
+	-@[ -S instance/redis.sock ] && $(VENV)/bin/python -c "import redis; redis.Redis(unix_socket_path='instance/redis.sock').shutdown(nosave=False)" || true
+
+clean:
+	rm -rf $(VENV) .pytest_cache
