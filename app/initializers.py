@@ -116,31 +116,30 @@ def init_errors(app: Flask) -> None:
 
     from app.services.errors import DomainError
 
+    def render_error(message: str, status: int):
+        if request.path.startswith("/api/") or request.is_json:
+            return jsonify({"message": message}), status
+        if "user" not in g.__dict__:  # the error came before FAB's before_request
+            from flask_login import current_user
+
+            g.user = current_user
+        return render_template("oms_error.html", message=message,
+                               base_template=app.appbuilder.base_template,
+                               appbuilder=app.appbuilder), status
+
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError):
         if request.path.startswith("/api/") or request.is_json:
             return jsonify(exc.to_dict()), exc.status_code
-        return render_template("oms_error.html", message=exc.message,
-                               base_template=app.appbuilder.base_template,
-                               appbuilder=app.appbuilder), exc.status_code
+        return render_error(exc.message, exc.status_code)
 
     @app.errorhandler(CSRFError)
     def _csrf_error(exc):
-        msg = "表单已过期或缺少安全令牌（CSRF），请刷新页面后重试"
-        if request.path.startswith("/api/") or request.is_json:
-            return jsonify({"message": msg}), 400
-        return render_template("oms_error.html", message=msg,
-                               base_template=app.appbuilder.base_template,
-                               appbuilder=app.appbuilder), 400
+        return render_error("表单已过期或缺少安全令牌（CSRF），请刷新页面后重试", 400)
 
     @app.errorhandler(429)
     def _too_many(exc):
-        msg = "尝试次数过多，请稍后再试"
-        if request.path.startswith("/api/") or request.is_json:
-            return jsonify({"message": msg}), 429
-        return render_template("oms_error.html", message=msg,
-                               base_template=app.appbuilder.base_template,
-                               appbuilder=app.appbuilder), 429
+        return render_error("尝试次数过多，请稍后再试", 429)
 
 
 def init_cli(app: Flask) -> None:

@@ -153,8 +153,7 @@ def mask_phone(value: str | None) -> str:
 def mask_address(value: str | None) -> str:
     if not value:
         return value or ""
-    keep = min(3, max(1, len(value) // 4))
-    return value[:keep] + "****"
+    return value[0] + "****"
 
 
 MASKERS = {"name": mask_name, "phone": mask_phone, "address": mask_address}

@@ -269,7 +269,7 @@ def link_customer(order: Order) -> Optional[Customer]:
         order.is_returning_customer = False
     else:
         order.is_returning_customer = customer.order_count > 0 and (
-            customer.first_order_at is None or customer.first_order_at < when)
+            customer.first_order_at is None or customer.first_order_at <= when)
         if customer.first_order_at is None or when < customer.first_order_at:
             customer.first_order_at = when
         if customer.last_order_at is None or when > customer.last_order_at:
