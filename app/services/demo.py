@@ -38,7 +38,8 @@ from . import catalog, customers, order_status, orders, setup, shops as shop_rul
 SH = ZoneInfo("Asia/Shanghai")
 UTC = dt.timezone.utc
 CENT = Decimal("0.01")
-BATCH = 500
+BATCH = 500   # orders per commit
+FLUSH = 50    # orders per flush
 INIT_REF = "DEMO-INIT"
 
 # Share of orders per final status (GLOSSARY.md "Order status").
@@ -710,90 +711,117 @@ def _lines(rng: Random, plan: dict, sku_data: dict, codes: set[str]) -> tuple[li
 
 def _create_orders(rng: Random, gen: _Gen, tl: _Timeline, plans: list[dict], sku_data: dict,
                    skus_by_code: dict, carriers: dict[str, int], warehouses: dict[str, Warehouse]) -> int:
+    """Create, move on and back-date every planned order; returns how many were held.
+
+    Autoflush is off (it would flush several times per order); we flush every FLUSH
+    orders instead, and early when a buyer comes back to the same shop, because
+    ``link_customer`` looks the customer × shop link up with ``Session.get``, which
+    does not see a link that is still pending. New customers are flushed by
+    ``link_customer`` itself, so the phone lookup always sees them.
+    """
     holds = 0
     wh_ids = {code: wh.id for code, wh in warehouses.items()}
-    for n, plan in enumerate(plans, start=1):
-        status = plan["status"]
-        shop = plan["shop"]
-        platform = shop.platform
-        person = plan["person"]
-        lines, goods, discount = _lines(rng, plan, sku_data, sku_data["codes"])
-        post_fee = Decimal("0.00") if (goods >= 49 or platform == "pdd") else Decimal(rng.choice([6, 8, 10]))
-        created = plan["created"]
-        paid = None if status in ("pending_payment", "closed") else tl.after(created, 0.3, 25)
-        create_status = "pending_payment" if paid is None else "to_audit"
-        nick = {"taobao": person["tb"], "tmall": person["tb"], "jd": person["jd"]}.get(platform)
-        flag = rng.randint(1, 5) if rng.random() < FLAG_SHARE else 0
-        memo = rng.choice(SELLER_MEMOS) if rng.random() < (0.5 if flag else MEMO_SHARE * 0.6) else None
-        data = {
-            "platform_order_id": plan["pid"],
-            "status": create_status,
-            "platform_status": PLATFORM_STATUS.get(platform, {}).get(status),
-            "goods_amount": goods,
-            "discount_amount": discount,
-            "post_fee": post_fee,
-            "paid_amount": goods - discount + post_fee,
-            "buyer_nick": nick,
-            "receiver_name": person["name"],
-            "receiver_phone": person["phone"],
-            "receiver_province": person["province"],
-            "receiver_city": person["city"],
-            "receiver_district": person["district"],
-            "receiver_address": person["address"],
-            "buyer_message": rng.choice(BUYER_MESSAGES) if rng.random() < MESSAGE_SHARE else None,
-            "seller_memo": memo,
-            "flag": flag,
-            "platform_created_at": created,
-            "paid_at": paid,
-            "platform_modified_at": paid or created,
-            "lines": lines,
-        }
-        order = orders.create_order(shop, data, source="import", skus_by_code=skus_by_code)
-        imported = tl.after(paid or created, 0.5, 3)
-        order.created_at = imported
-        if order.customer is not None and order.customer.order_count == 1:
-            order.customer.created_at = imported
-        times = {"create": imported}
-        hold_at = None
-        last = paid or created
+    pending_links: set[tuple[str, str]] = set()
+    with db.session.no_autoflush:
+        for n, plan in enumerate(plans, start=1):
+            link = (plan["person"]["phone"], plan["shop"].name)
+            if link in pending_links:
+                db.session.flush()
+                pending_links.clear()
+            pending_links.add(link)
+            holds += _create_one(rng, gen, tl, plan, sku_data, skus_by_code, carriers, wh_ids)
+            if n % BATCH == 0:
+                db.session.commit()
+                pending_links.clear()
+                # Reload the expired catalogue in one query, not one per SKU.
+                db.session.scalars(select(Sku)).all()
+            elif n % FLUSH == 0:
+                db.session.flush()
+                pending_links.clear()
+        db.session.commit()
+    return holds
 
-        if status in ("to_ship", "shipped", "completed"):
-            order.warehouse_id = wh_ids[REGIONS[person["province"]][1]]
-            order.audited_at = times["audit"] = tl.after(paid, 5, 360)
-            order_status.apply(order, "audit", source="sync")
-        if status in ("shipped", "completed"):
-            carrier = _weighted(rng, CARRIER_WEIGHTS.get(platform, CARRIER_WEIGHTS["default"]))
-            order.carrier_id = carriers[carrier]
-            order.tracking_number = gen.tracking_number(carrier)
-            order.shipped_at = times["ship"] = last = tl.after(order.audited_at, 30, 40 * 60)
-            order_status.apply(order, "ship", source="sync")
-        if status == "completed":
-            order.completed_at = times["complete"] = last = tl.after(order.shipped_at, 2 * 1440, 10 * 1440)
-            order_status.apply(order, "complete", source="sync")
-        if status == "closed":
-            order.closed_at = times["cancel"] = last = tl.after(created, 15, 24 * 60)
-            order_status.apply(order, "cancel", source="sync", reason=rng.choice(CLOSE_REASONS))
-        if plan["held"]:
-            reason = rng.choice(list(HOLD_NOTES))
-            hold_at = tl.after(order.audited_at or imported, 5, 600)
-            order_status.hold(order, reason, note=HOLD_NOTES[reason], source="sync")
-            holds += 1
-        if plan["unmatched"]:
-            hold_at = hold_at or tl.after(imported, 0, 0.1)
-            holds += 1
-        order.platform_modified_at = last
 
-        # The services stamp "now": move the trail to when it happened.
-        for ev in order.events:
-            ev.created_at = times.get(ev.action) or hold_at or imported
-        if hold_at is not None:
-            for h in order.holds:
-                h.created_at = hold_at
-        order.updated_at = max(t for t in [imported, hold_at, *times.values()] if t is not None)
+def _create_one(rng: Random, gen: _Gen, tl: _Timeline, plan: dict, sku_data: dict,
+                skus_by_code: dict, carriers: dict[str, int], wh_ids: dict[str, int]) -> int:
+    holds = 0
+    status = plan["status"]
+    shop = plan["shop"]
+    platform = shop.platform
+    person = plan["person"]
+    lines, goods, discount = _lines(rng, plan, sku_data, sku_data["codes"])
+    post_fee = Decimal("0.00") if (goods >= 49 or platform == "pdd") else Decimal(rng.choice([6, 8, 10]))
+    created = plan["created"]
+    paid = None if status in ("pending_payment", "closed") else tl.after(created, 0.3, 25)
+    create_status = "pending_payment" if paid is None else "to_audit"
+    nick = {"taobao": person["tb"], "tmall": person["tb"], "jd": person["jd"]}.get(platform)
+    flag = rng.randint(1, 5) if rng.random() < FLAG_SHARE else 0
+    memo = rng.choice(SELLER_MEMOS) if rng.random() < (0.5 if flag else MEMO_SHARE * 0.6) else None
+    data = {
+        "platform_order_id": plan["pid"],
+        "status": create_status,
+        "platform_status": PLATFORM_STATUS.get(platform, {}).get(status),
+        "goods_amount": goods,
+        "discount_amount": discount,
+        "post_fee": post_fee,
+        "paid_amount": goods - discount + post_fee,
+        "buyer_nick": nick,
+        "receiver_name": person["name"],
+        "receiver_phone": person["phone"],
+        "receiver_province": person["province"],
+        "receiver_city": person["city"],
+        "receiver_district": person["district"],
+        "receiver_address": person["address"],
+        "buyer_message": rng.choice(BUYER_MESSAGES) if rng.random() < MESSAGE_SHARE else None,
+        "seller_memo": memo,
+        "flag": flag,
+        "platform_created_at": created,
+        "paid_at": paid,
+        "platform_modified_at": paid or created,
+        "lines": lines,
+    }
+    order = orders.create_order(shop, data, source="import", skus_by_code=skus_by_code)
+    imported = tl.after(paid or created, 0.5, 3)
+    order.created_at = imported
+    if order.customer is not None and order.customer.order_count == 1:
+        order.customer.created_at = imported
+    times = {"create": imported}
+    hold_at = None
+    last = paid or created
 
-        if n % BATCH == 0:
-            db.session.commit()
-    db.session.commit()
+    if status in ("to_ship", "shipped", "completed"):
+        order.warehouse_id = wh_ids[REGIONS[person["province"]][1]]
+        order.audited_at = times["audit"] = tl.after(paid, 5, 360)
+        order_status.apply(order, "audit", source="sync")
+    if status in ("shipped", "completed"):
+        carrier = _weighted(rng, CARRIER_WEIGHTS.get(platform, CARRIER_WEIGHTS["default"]))
+        order.carrier_id = carriers[carrier]
+        order.tracking_number = gen.tracking_number(carrier)
+        order.shipped_at = times["ship"] = last = tl.after(order.audited_at, 30, 40 * 60)
+        order_status.apply(order, "ship", source="sync")
+    if status == "completed":
+        order.completed_at = times["complete"] = last = tl.after(order.shipped_at, 2 * 1440, 10 * 1440)
+        order_status.apply(order, "complete", source="sync")
+    if status == "closed":
+        order.closed_at = times["cancel"] = last = tl.after(created, 15, 24 * 60)
+        order_status.apply(order, "cancel", source="sync", reason=rng.choice(CLOSE_REASONS))
+    if plan["held"]:
+        reason = rng.choice(list(HOLD_NOTES))
+        hold_at = tl.after(order.audited_at or imported, 5, 600)
+        order_status.hold(order, reason, note=HOLD_NOTES[reason], source="sync")
+        holds += 1
+    if plan["unmatched"]:
+        hold_at = hold_at or tl.after(imported, 0, 0.1)
+        holds += 1
+    order.platform_modified_at = last
+
+    # The services stamp "now": move the trail to when it happened.
+    for ev in order.events:
+        ev.created_at = times.get(ev.action) or hold_at or imported
+    if hold_at is not None:
+        for h in order.holds:
+            h.created_at = hold_at
+    order.updated_at = max(t for t in [imported, hold_at, *times.values()] if t is not None)
     return holds
 
 

@@ -16,7 +16,9 @@ _MAX_MONEY = Decimal("9999999999.99")
 
 
 def _label(field: str, label: str | None) -> str:
-    return label or field
+    """「字段」, or the caller's own phrase when it already names where (第 3 行商品「数量」)."""
+    text = label or field
+    return text if "「" in text else f"「{text}」"
 
 
 def parse_money(value, field: str, label: str | None = None, allow_negative: bool = False) -> Decimal:
@@ -29,13 +31,13 @@ def parse_money(value, field: str, label: str | None = None, allow_negative: boo
     try:
         amount = Decimal(text)
     except InvalidOperation:
-        raise ValidationError(f"「{name}」金额格式不正确：{str(value)[:30]}", field) from None
+        raise ValidationError(f"{name}金额格式不正确：{str(value)[:30]}", field) from None
     if not amount.is_finite():
-        raise ValidationError(f"「{name}」金额格式不正确：{str(value)[:30]}", field)
+        raise ValidationError(f"{name}金额格式不正确：{str(value)[:30]}", field)
     if amount < 0 and not allow_negative:
-        raise ValidationError(f"「{name}」不能为负数：{value}", field)
+        raise ValidationError(f"{name}不能为负数：{value}", field)
     if abs(amount) > _MAX_MONEY:
-        raise ValidationError(f"「{name}」金额过大：{value}", field)
+        raise ValidationError(f"{name}金额过大：{value}", field)
     return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
@@ -46,14 +48,14 @@ def parse_quantity(value, field: str, label: str | None = None, minimum: int = 1
             value = value.strip()
         number = Decimal(str(value))
     except (InvalidOperation, TypeError):
-        raise ValidationError(f"「{name}」必须是整数：{value}", field) from None
+        raise ValidationError(f"{name}必须是整数：{value}", field) from None
     if number != number.to_integral_value():
-        raise ValidationError(f"「{name}」必须是整数：{value}", field)
+        raise ValidationError(f"{name}必须是整数：{value}", field)
     qty = int(number)
     if qty < 0:
-        raise ValidationError(f"「{name}」不能为负数：{value}", field)
+        raise ValidationError(f"{name}不能为负数：{value}", field)
     if qty < minimum:
-        raise ValidationError(f"「{name}」至少为 {minimum}：{value}", field)
+        raise ValidationError(f"{name}至少为 {minimum}：{value}", field)
     return qty
 
 
@@ -64,13 +66,13 @@ def check_text(value, field: str, label: str | None = None, max_len: int | None 
     if max_len is None:
         max_len = current_app.config.get("OMS_MAX_TEXT", 2000) if has_app_context() else 2000
     if len(text) > max_len:
-        raise ValidationError(f"「{_label(field, label)}」过长：{len(text)} 个字符，最多 {max_len} 个", field)
+        raise ValidationError(f"{_label(field, label)}过长：{len(text)} 个字符，最多 {max_len} 个", field)
     return text
 
 
 def check_choice(value, choices, field: str, label: str | None = None):
     if value not in choices:
-        raise ValidationError(f"「{_label(field, label)}」的值无效：{value}", field)
+        raise ValidationError(f"{_label(field, label)}的值无效：{value}", field)
     return value
 
 
@@ -78,9 +80,9 @@ def parse_flag(value, field: str = "flag", label: str = "旗帜") -> int:
     try:
         flag = int(str(value).strip())
     except (TypeError, ValueError):
-        raise ValidationError(f"「{label}」必须是 0–5 的整数：{value}", field) from None
+        raise ValidationError(f"{_label(field, label)}必须是 0–5 的整数：{value}", field) from None
     if not 0 <= flag <= 5:
-        raise ValidationError(f"「{label}」必须是 0–5 的整数：{value}", field)
+        raise ValidationError(f"{_label(field, label)}必须是 0–5 的整数：{value}", field)
     return flag
 
 
@@ -92,5 +94,5 @@ def check_phone(value, field: str = "receiver_phone", label: str = "收货人手
         return value
     text = re.sub(r"[\s-]", "", str(value))
     if not (_PHONE.match(text) or re.match(r"^0\d{2,3}\d{7,8}$", text)):
-        raise ValidationError(f"「{label}」号码格式不正确：{value}", field)
+        raise ValidationError(f"{_label(field, label)}号码格式不正确：{value}", field)
     return text
