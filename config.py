@@ -98,6 +98,11 @@ class Config:
     ]
     # FAB 5.3 with marshmallow 4.4 crashes at start-up with the security API on.
     FAB_ADD_SECURITY_API = False
+    # The raw permission / view-menu tables show FAB identifiers; roles are edited
+    # on the role form with zh permission names instead.
+    FAB_ADD_SECURITY_PERMISSION_VIEW = False
+    FAB_ADD_SECURITY_VIEW_MENU_VIEW = False
+    FAB_ADD_SECURITY_PERMISSION_VIEWS_VIEW = False
     FAB_API_SWAGGER_UI = True
     FAB_API_MAX_PAGE_SIZE = 500
     OMS_ADMIN_PASSWORD = os.environ.get("OMS_ADMIN_PASSWORD", "")

@@ -1,11 +1,22 @@
 """Security manager: FAB's, with the user's row scope (shops) editable in the zh UI."""
 from __future__ import annotations
 
+from flask_appbuilder.fields import QuerySelectMultipleField
+from flask_appbuilder.fieldwidgets import Select2ManyWidget
 from flask_appbuilder.security.sqla.manager import SecurityManager
-from flask_appbuilder.security.views import UserDBModelView
+from flask_appbuilder.security.sqla.models import PermissionView
+from flask_appbuilder.security.views import RoleModelView, UserDBModelView, UserGroupModelView
+from flask_appbuilder.widgets import ListWidget, ShowWidget
 from flask_babel import lazy_gettext as _l
+from wtforms import BooleanField
 
 from app.models import OmsUser
+from app.services.display import format_bool, format_plain, format_time
+from app.services.permission_labels import permission_label, permissions_label
+
+
+def _names(items) -> str:
+    return "、".join(str(i) for i in items or [])
 
 
 class OmsUserDBModelView(UserDBModelView):
@@ -27,11 +38,53 @@ class OmsUserDBModelView(UserDBModelView):
     add_columns = UserDBModelView.add_columns[:-2] + ["all_shops", "shops", "password", "conf_password"]
     edit_columns = UserDBModelView.edit_columns + ["all_shops", "shops"]
     search_columns = ["first_name", "last_name", "username", "email", "active", "roles"]
+    # A plain checkbox: FAB would mark the non-null column "required" and refuse "unchecked".
+    edit_form_extra_fields = {"all_shops": BooleanField(_l("All shops"), default=False,
+                                                        description=description_columns["all_shops"])}
+    add_form_extra_fields = dict(UserDBModelView.add_form_extra_fields, **edit_form_extra_fields)
+    formatters_columns = {"active": format_bool, "all_shops": format_bool, "roles": _names,
+                          "groups": _names, "shops": _names, "last_login": format_time,
+                          "created_on": format_time, "changed_on": format_time,
+                          "login_count": format_plain, "fail_login_count": format_plain,
+                          "created_by": format_plain, "changed_by": format_plain}
+
+
+def _all_permission_views():
+    from app.extensions import db
+
+    return db.session.query(PermissionView)
+
+
+class OmsRoleModelView(RoleModelView):
+    """Roles, with permissions named in zh (查看/编辑 · 订单) instead of FAB identifiers."""
+
+    list_widget = ListWidget
+    show_widget = ShowWidget
+    list_columns = ["name", "user"]
+    show_columns = ["name", "permissions", "user"]
+    search_columns = ["name"]
+    label_columns = dict(RoleModelView.label_columns, user=_l("Users"))
+    formatters_columns = {"permissions": permissions_label, "user": _names}
+    edit_form_extra_fields = add_form_extra_fields = {
+        "permissions": QuerySelectMultipleField(
+            _l("Permissions"), query_func=_all_permission_views, get_pk_func=lambda pv: pv.id,
+            get_label=permission_label, widget=Select2ManyWidget()),
+    }
+
+
+class OmsGroupModelView(UserGroupModelView):
+    label_columns = {"name": _l("Name"), "label": _l("Label"), "description": _l("Description"),
+                     "users": _l("Users"), "roles": _l("Roles")}
+    search_columns = ["name", "label"]
+    formatters_columns = {"users": _names, "roles": _names}
 
 
 class OmsSecurityManager(SecurityManager):
     user_model = OmsUser
     userdbmodelview = OmsUserDBModelView
+    rolemodelview = OmsRoleModelView
+    groupmodelview = OmsGroupModelView
+    userstatschartview = None  # an English-only chart of FAB internals
 
     def load_user(self, pk):
         # Load the user and their shops unscoped: the row scope is derived from them.

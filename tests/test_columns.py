@@ -129,3 +129,10 @@ def test_same_phone_in_two_shops_is_one_customer(ctx, ids):
     assert c.is_returning_customer or a.is_returning_customer
     assert a.customer.order_count == 2
     assert {s.name for s in a.customer.shops} == {"A店-淘宝", "C店-京东"}
+
+
+def test_order_page_shows_its_lines_and_events_in_shanghai_time(app, ids, login):
+    html = login("ops").get(f"/orderview/show/{ids['orders'][ORDER_A1]}").get_data(as_text=True)
+    assert "纯棉T恤" in html and "TS-BLK-L" in html  # the order lines
+    assert "pay" in html or "付款" in html  # the events
+    assert "2026-11-20 10:00:00" in html  # paid 02:00 UTC shown as 10:00 in Shanghai

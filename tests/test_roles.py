@@ -123,3 +123,20 @@ def test_init_is_idempotent_and_keeps_admin_changes(ctx):
     assert before == after
     assert extra in sm.find_role(setup.ROLE_CS).permissions
     assert sorted(before) == sorted(["管理员", "运营", "客服", "仓库", "财务"])
+
+
+def test_admin_sets_a_users_shops_in_the_ui_and_scope_follows(app, ids, login):
+    from app.models import OmsUser
+
+    with app.app_context():
+        user = db.session.query(OmsUser).filter_by(username="cs").one()
+        uid, role_ids = user.id, [str(r.id) for r in user.roles]
+    admin = login("admin")
+    form = admin.get(f"/users/edit/{uid}").get_data(as_text=True)
+    assert 'name="shops"' in form and 'name="all_shops"' in form and " required" not in form.split('id="all_shops"')[1][:40]
+    resp = admin.post(f"/users/edit/{uid}", data={
+        "first_name": "cs", "last_name": "测试", "username": "cs", "email": "cs@example.com", "active": "y",
+        "roles": role_ids, "shops": [str(ids["shops"]["B"])]})
+    assert resp.status_code == 302
+    rows = login("cs").get("/api/v1/order/?q=(page_size:100)").json["result"]
+    assert {r["shop"]["id"] for r in rows} == {ids["shops"]["B"]}

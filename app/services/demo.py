@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 
 from app.extensions import appbuilder, db
 from app.models import (
-    BundleComponent, Carrier, Customer, CustomerShop, Order, OrderHold, Product, Shop, Sku,
+    BundleComponent, Carrier, Customer, CustomerShop, Order, Product, Shop, Sku,
     Stock, StockMovement, Warehouse,
 )
 
@@ -234,10 +234,12 @@ PRODUCTS = [
     ("JJ", "硅藻泥浴室地垫", 39.9, 0.40, 0.80, [("尺寸", ["40×60cm", "50×80cm"])]),
     ("SM", "65W氮化镓快充充电器", 99, 0.45, 0.15, [("颜色", ["白色", "黑色"])]),
     ("SM", "降噪真无线蓝牙耳机", 199, 0.45, 0.12, [("颜色", ["白色", "黑色"])]),
-    ("SM", "磁吸防摔手机壳", 49, 0.20, 0.05, [("颜色", ["透明", "黑色"]), ("型号", ["iPhone 15", "iPhone 15 Pro", "iPhone 16"])]),
+    ("SM", "磁吸防摔手机壳", 49, 0.20, 0.05,
+     [("颜色", ["透明", "黑色"]), ("型号", ["iPhone 15", "iPhone 15 Pro", "iPhone 16"])]),
     ("SM", "Type-C编织快充数据线", 29.9, 0.30, 0.06, [("长度", ["1m", "2m"])]),
     ("SM", "20000mAh大容量充电宝", 129, 0.50, 0.45, [("颜色", ["白色", "黑色"])]),
-    ("SM", "高清钢化膜2片装", 19.9, 0.20, 0.03, [("型号", ["iPhone 15", "iPhone 15 Pro", "iPhone 16", "iPhone 16 Pro"])]),
+    ("SM", "高清钢化膜2片装", 19.9, 0.20, 0.03,
+     [("型号", ["iPhone 15", "iPhone 15 Pro", "iPhone 16", "iPhone 16 Pro"])]),
     ("MY", "婴儿纯棉连体衣", 79, 0.40, 0.20, [("颜色", ["米白", "浅黄"]), ("尺码", ["59cm", "66cm", "73cm"])]),
     ("MY", "超薄透气拉拉裤", 99, 0.55, 1.30, [("尺码", ["L", "XL", "XXL"])]),
     ("MY", "婴儿手口湿巾80抽", 29.9, 0.50, 1.00, [("规格", ["3包装", "6包装"])]),
@@ -365,7 +367,8 @@ class _Gen:
         r = self.rng
         roll = r.random()
         if roll < 0.35:
-            tb = r.choice(NICK_ADJ) + r.choice(NICK_NOUN) + (str(r.randint(1, 2024)) if r.random() < 0.5 else "")
+            suffix = str(r.randint(1, 2024)) if r.random() < 0.5 else ""
+            tb = r.choice(NICK_ADJ) + r.choice(NICK_NOUN) + suffix
         elif roll < 0.75:
             tb = r.choice(NICK_PINYIN) + r.choice(["", "_", "0"]) + str(r.randint(1, 9999))
         else:
@@ -390,8 +393,7 @@ class _Gen:
             return _digits(r, 12, "23")
         return "M" + _digits(r, 14)
 
-    def tracking_number(self, carrier: str) -> str:
-        r = self.rng
+    def tracking_number(self, carrier: str, r: Random) -> str:
         formats = {
             "SF": lambda: "SF" + _digits(r, 13),
             "YTO": lambda: "YT" + _digits(r, 13, "6789"),
@@ -413,7 +415,8 @@ class _Gen:
 
 # --- master data ---------------------------------------------------------------
 def _shops(rng: Random, now: dt.datetime) -> list[Shop]:
-    existing = {s.name: s for s in db.session.scalars(select(Shop).where(Shop.name.in_([s[0] for s in SHOPS])))}
+    names = [s[0] for s in SHOPS]
+    existing = {s.name: s for s in db.session.scalars(select(Shop).where(Shop.name.in_(names)))}
     out = []
     for name, platform, _cats, _w in SHOPS:
         shop = existing.get(name)
@@ -566,26 +569,37 @@ def _quota(n: int, shares) -> list[str]:
 
 
 class _Timeline:
+    """Past times relative to ``now``. Every call draws the same number of random values
+    whatever ``now`` is, so a seed gives the same orders on any day (only the times move)."""
+
     def __init__(self, rng: Random, now: dt.datetime):
         self.rng = rng
         self.now = now
-        self.top = max(HOUR_WEIGHT)
+        self.latest = now - dt.timedelta(minutes=5)
 
     def created(self, min_hours: float, max_hours: float) -> dt.datetime:
-        """A past time between the bounds, with shopping-hour peaks (rejection sampling)."""
+        """A time between ``max_hours`` and ``min_hours`` ago, at a shopping hour (HOUR_WEIGHT)."""
         r = self.rng
-        t = self.now
-        for _ in range(20):
-            t = self.now - dt.timedelta(hours=r.uniform(min_hours, max_hours))
-            if r.random() * self.top < HOUR_WEIGHT[t.astimezone(SH).hour]:
-                break
+        drawn = self.now - dt.timedelta(hours=r.uniform(min_hours, max_hours))
+        hour = r.choices(range(24), weights=HOUR_WEIGHT)[0]
+        second = r.randrange(3600)
+        local = drawn.astimezone(SH)
+        t = local.replace(hour=hour, minute=second // 60, second=second % 60, microsecond=0)
+        if t - local > dt.timedelta(hours=12):
+            t -= dt.timedelta(days=1)
+        elif local - t > dt.timedelta(hours=12):
+            t += dt.timedelta(days=1)
+        t = t.astimezone(UTC)
+        if not self.now - dt.timedelta(hours=max_hours) <= t <= self.now - dt.timedelta(hours=min_hours):
+            t = drawn
         return t.replace(microsecond=0)
 
     def after(self, t: dt.datetime, min_minutes: float, max_minutes: float) -> dt.datetime:
+        """A time after ``t``, but in the past (a few seconds after ``t`` at the latest)."""
         out = t + dt.timedelta(minutes=self.rng.uniform(min_minutes, max_minutes))
-        latest = self.now - dt.timedelta(minutes=1)
-        if out > latest:
-            out = max(t + dt.timedelta(seconds=30), latest - dt.timedelta(seconds=self.rng.randint(0, 50)))
+        jitter = dt.timedelta(seconds=self.rng.randint(0, 50))
+        if out > self.latest:
+            out = max(t + dt.timedelta(seconds=20), self.latest - jitter)
         return out.replace(microsecond=0)
 
 
@@ -619,7 +633,7 @@ def _persons(rng: Random, gen: _Gen, n: int) -> list[dict]:
 
 
 def _plan_orders(rng: Random, gen: _Gen, tl: _Timeline, n: int, shops: list[Shop],
-                 taken: set[tuple[int, str]]) -> list[dict]:
+                 taken: set[tuple[str, str]]) -> list[dict]:
     statuses = _quota(n, STATUS_SHARE)
     rng.shuffle(statuses)
     people = _persons(rng, gen, n)
@@ -648,9 +662,11 @@ def _plan_orders(rng: Random, gen: _Gen, tl: _Timeline, n: int, shops: list[Shop
             if (shop.name, pid) not in taken:
                 taken.add((shop.name, pid))
                 break
+        # Its own generator: the rest of the order does not depend on the order in which
+        # orders are created (by time, which moves with "now").
         plans.append({"status": status, "person": person, "shop": shop, "created": created,
                       "pid": pid, "cats": shop_info[shop.name][0], "unmatched": i in unmatched,
-                      "held": i in held})
+                      "held": i in held, "rng": Random(rng.getrandbits(64))})
     plans.sort(key=lambda p: p["created"])
     return plans
 
@@ -709,7 +725,7 @@ def _lines(rng: Random, plan: dict, sku_data: dict, codes: set[str]) -> tuple[li
     return lines, goods, discount - left
 
 
-def _create_orders(rng: Random, gen: _Gen, tl: _Timeline, plans: list[dict], sku_data: dict,
+def _create_orders(gen: _Gen, now: dt.datetime, plans: list[dict], sku_data: dict,
                    skus_by_code: dict, carriers: dict[str, int], warehouses: dict[str, Warehouse]) -> int:
     """Create, move on and back-date every planned order; returns how many were held.
 
@@ -729,7 +745,7 @@ def _create_orders(rng: Random, gen: _Gen, tl: _Timeline, plans: list[dict], sku
                 db.session.flush()
                 pending_links.clear()
             pending_links.add(link)
-            holds += _create_one(rng, gen, tl, plan, sku_data, skus_by_code, carriers, wh_ids)
+            holds += _create_one(gen, now, plan, sku_data, skus_by_code, carriers, wh_ids)
             if n % BATCH == 0:
                 db.session.commit()
                 pending_links.clear()
@@ -742,8 +758,10 @@ def _create_orders(rng: Random, gen: _Gen, tl: _Timeline, plans: list[dict], sku
     return holds
 
 
-def _create_one(rng: Random, gen: _Gen, tl: _Timeline, plan: dict, sku_data: dict,
+def _create_one(gen: _Gen, now: dt.datetime, plan: dict, sku_data: dict,
                 skus_by_code: dict, carriers: dict[str, int], wh_ids: dict[str, int]) -> int:
+    rng = plan["rng"]
+    tl = _Timeline(rng, now)
     holds = 0
     status = plan["status"]
     shop = plan["shop"]
@@ -796,7 +814,7 @@ def _create_one(rng: Random, gen: _Gen, tl: _Timeline, plan: dict, sku_data: dic
     if status in ("shipped", "completed"):
         carrier = _weighted(rng, CARRIER_WEIGHTS.get(platform, CARRIER_WEIGHTS["default"]))
         order.carrier_id = carriers[carrier]
-        order.tracking_number = gen.tracking_number(carrier)
+        order.tracking_number = gen.tracking_number(carrier, rng)
         order.shipped_at = times["ship"] = last = tl.after(order.audited_at, 30, 40 * 60)
         order_status.apply(order, "ship", source="sync")
     if status == "completed":
@@ -860,8 +878,13 @@ def _users(shops: list[Shop]) -> list[str]:
 
 
 # --- entry point ---------------------------------------------------------------
-def create_demo(order_count: int = 5000, force: bool = False, seed: int = 20261125) -> list[str]:
-    """Create the demo shop group; returns zh report lines. Raises DemoExists if orders exist."""
+def create_demo(order_count: int = 5000, force: bool = False, seed: int = 20261125, *,
+                now: Optional[dt.datetime] = None) -> list[str]:
+    """Create the demo shop group; returns zh report lines. Raises DemoExists if orders exist.
+
+    The same seed gives the same shops, catalogue, buyers and orders; only the times
+    follow ``now`` (default: the current time; tests pin it).
+    """
     started = time.perf_counter()
     if not force and db.session.execute(select(Order.id).limit(1)).first() is not None:
         raise DemoExists("数据库中已有订单，跳过演示数据（使用 --force 强制生成）")
@@ -873,7 +896,7 @@ def create_demo(order_count: int = 5000, force: bool = False, seed: int = 202611
 
     rng = Random(seed)
     gen = _Gen(rng)
-    now = dt.datetime.now(UTC).replace(microsecond=0)
+    now = (now or dt.datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     tl = _Timeline(rng, now)
     report = [f"演示数据（随机种子 {seed}）："]
     try:
@@ -908,7 +931,7 @@ def create_demo(order_count: int = 5000, force: bool = False, seed: int = 202611
 
     plans = _plan_orders(rng, gen, tl, order_count, shops, taken)
     try:
-        holds = _create_orders(rng, gen, tl, plans, sku_data, skus_by_code, carriers, warehouses)
+        holds = _create_orders(gen, now, plans, sku_data, skus_by_code, carriers, warehouses)
     except Exception:
         db.session.rollback()
         raise

@@ -26,3 +26,16 @@ def format_money(value) -> str:
 
 def format_bool(value) -> str:
     return "是" if value else "否"
+
+
+def format_plain(value) -> str:
+    """Empty instead of "None"; everything else as text (Jinja escapes it)."""
+    return "" if value is None else str(value)
+
+
+def format_related(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, set)):
+        return "、".join(str(v) for v in value)
+    return str(value)

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.models import Order
 
-from .order_status import STATUS_ZH
+from .order_status import STATUS_ZH, TRANSITIONS
 
 # Which Order permission each state-machine action needs (besides can_read).
 ACTION_PERMISSION = {
@@ -27,3 +27,28 @@ def status_tab_counts() -> list[dict]:
     tabs = [{"code": code, "label": zh, "count": rows.get(code, 0)} for code, zh in STATUS_ZH.items()]
     tabs.append({"code": "held", "label": "异常", "count": held or 0})
     return tabs
+
+
+_ACTION_ZH = {"create": "创建", "edit": "修改", "hold": "挂起", "release": "解除挂起", "reveal": "查看完整信息"}
+
+
+def action_label(action: str | None) -> str:
+    if action in TRANSITIONS:
+        return TRANSITIONS[action].zh
+    return _ACTION_ZH.get(action or "", action or "")
+
+
+def field_label(field: str | None) -> str:
+    if not field:
+        return ""
+    if field == "hold":
+        return "挂起"
+    col = Order.__mapper__.columns.get(field)
+    return str(col.info.get("label", field)) if col is not None else field
+
+
+def value_label(value: str | None) -> str:
+    """Old/new values as written in the trail; status codes shown by their zh name."""
+    if value is None:
+        return ""
+    return STATUS_ZH.get(value, value)

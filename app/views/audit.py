@@ -3,6 +3,7 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 
 from app.models import PiiAccessLog
+from app.services.order_views import field_label
 
 from .base import OmsModelRestApi, OmsModelView
 from .interface import OmsInterface
@@ -16,6 +17,11 @@ class PiiAccessLogView(OmsModelView):
     list_columns = ["created_at", "user", "entity", "entity_id", "fields", "purpose", "remote_addr"]
     show_columns = list_columns
     search_columns = ["user", "entity", "entity_id", "created_at"]
+    formatters_columns = {
+        "entity": lambda v: {"order": "订单", "customer": "客户"}.get(v, v),
+        "purpose": lambda v: {"view": "查看", "print": "打印", "export": "导出"}.get(v, v),
+        "fields": lambda v: "、".join(field_label(f) for f in (v or "").split(",") if f),
+    }
     base_order = ("id", "desc")
 
 

@@ -90,6 +90,9 @@ class _ScopedForm:
         for name in list(form._fields):
             if name not in allowed and name != "csrf_token":
                 del form[name]
+            elif getattr(form[name], "allow_blank", False):
+                # WTForms 3.3 shows FAB's blank choice as its value "__None".
+                form[name].blank_text = "（未指定）"
         return form
 
 
@@ -146,7 +149,10 @@ def default_formatters(model) -> dict:
     from app.models.types import UTCDateTime
 
     out = {}
+    for rel in model.__mapper__.relationships:
+        out[rel.key] = display.format_related
     for col in model.__mapper__.columns:
+        out[col.key] = display.format_plain
         if col.info.get("scope") == "pii":
             out[col.key] = (lambda key: (lambda value: columns.present(model, key, value)))(col.key)
         elif isinstance(col.type, UTCDateTime):

@@ -12,7 +12,7 @@ from sqlalchemy import inspect
 from wtforms import SelectField
 
 from app.extensions import db
-from app.models import FLAGS, HOLD_REASONS, ORDER_STATUSES, PLATFORMS, Order, OrderEvent, OrderHold, OrderLine
+from app.models import EVENT_SOURCES, FLAGS, HOLD_REASONS, ORDER_STATUSES, PLATFORMS, Order, OrderEvent, OrderHold, OrderLine
 from app.services import columns, order_status, orders as order_service
 from app.services import order_views
 from app.services.errors import DomainError
@@ -65,6 +65,10 @@ class OrderHoldView(OmsModelView):
     base_order = ("id", "desc")
 
 
+def _event_source(value):
+    return str(EVENT_SOURCES.get(value, value or ""))
+
+
 class OrderEventView(OmsModelView):
     datamodel = OmsInterface(OrderEvent)
     class_permission_name = "OrderEvent"
@@ -73,6 +77,9 @@ class OrderEventView(OmsModelView):
     list_columns = ["created_at", "order", "user", "source", "action", "field", "old_value", "new_value", "note"]
     show_columns = list_columns
     search_columns = ["source", "action", "field", "created_at"]
+    formatters_columns = {"source": _event_source, "action": order_views.action_label,
+                          "field": order_views.field_label, "old_value": order_views.value_label,
+                          "new_value": order_views.value_label}
     base_order = ("id", "desc")
 
 
