@@ -1,0 +1,134 @@
+"""The one small interface every platform client implements, and the normalised
+order it returns. Clients speak the real protocols (../shared/platform-apis.md):
+real parameter names, time formats, signing, paging rules, response shapes and
+error codes; only the gateway URL differs between production and the sandbox.
+"""
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Iterator, Optional
+
+CN_TZ = dt.timezone(dt.timedelta(hours=8))  # platforms speak Beijing time
+
+
+@dataclass
+class PlatformLine:
+    platform_line_id: str  # Taobao oid, PDD/JD: sku id or index; unique within the order
+    title: str
+    quantity: int
+    price: Decimal
+    paid_amount: Decimal
+    merchant_code: Optional[str] = None  # outer_sku_id / outer_id / outerSkuId
+    spec: Optional[str] = None
+    refund_status: Optional[str] = None
+
+
+@dataclass
+class PlatformOrder:
+    """One platform trade, normalised to our field names (see services/orders.create_order)."""
+
+    platform_order_id: str  # a string always: Taobao ids exceed 2^53
+    platform_status: str  # the platform's own status text/code, as received
+    status: str  # unified status (GLOSSARY.md mapping), before local workflow is considered
+    modified_at: dt.datetime  # aware, UTC
+    created_at: Optional[dt.datetime] = None
+    paid_at: Optional[dt.datetime] = None
+    shipped_at: Optional[dt.datetime] = None
+    goods_amount: Decimal = Decimal("0.00")
+    discount_amount: Decimal = Decimal("0.00")
+    post_fee: Decimal = Decimal("0.00")
+    paid_amount: Decimal = Decimal("0.00")
+    buyer_nick: Optional[str] = None
+    receiver_name: Optional[str] = None
+    receiver_phone: Optional[str] = None
+    receiver_province: Optional[str] = None
+    receiver_city: Optional[str] = None
+    receiver_district: Optional[str] = None
+    receiver_address: Optional[str] = None
+    receiver_zip: Optional[str] = None
+    buyer_message: Optional[str] = None
+    seller_memo: Optional[str] = None
+    flag: int = 0
+    tracking_number: Optional[str] = None
+    carrier_code: Optional[str] = None  # the platform's carrier code
+    # Platform-side exceptions: "refunding" (退款中) or "platform_locked" (JD LOCKED/PAUSE)
+    hold_reason: Optional[str] = None
+    # A full refund before shipping: the order is to be closed (GLOSSARY.md).
+    refund_closed: bool = False
+    lines: list[PlatformLine] = field(default_factory=list)
+
+
+@dataclass
+class Page:
+    orders: list[PlatformOrder]
+    page_no: int
+    total: Optional[int] = None
+
+
+class PlatformError(Exception):
+    """A platform call failed. ``message`` is zh and shown on the shop.
+
+    kind: "rate_limit" (retry after ``retry_after`` seconds), "auth" (bad app key,
+    session or signature: needs a person), "server" (5xx, timeouts: retry),
+    "bad_request" (our bug or bad data: do not retry blindly), "network".
+    """
+
+    def __init__(self, code: str, message: str, *, kind: str = "server",
+                 retry_after: Optional[float] = None, sub_code: Optional[str] = None):
+        super().__init__(message)
+        self.code = str(code)
+        self.message = message
+        self.kind = kind
+        self.retry_after = retry_after
+        self.sub_code = sub_code
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in ("rate_limit", "server", "network")
+
+
+class PlatformClient(abc.ABC):
+    platform: str
+    # The widest modified-time window one incremental call accepts.
+    max_window: dt.timedelta
+    # How far back each window starts before the previous checkpoint (clock skew, late commits).
+    overlap: dt.timedelta = dt.timedelta(minutes=2)
+    # Do not ask for data newer than now − safety (PDD: at least 3 minutes).
+    safety_lag: dt.timedelta = dt.timedelta(seconds=0)
+
+    def __init__(self, gateway_url: str, app_key: str, app_secret: str, access_token: str,
+                 timeout: float = 15.0, session=None):
+        self.gateway_url = gateway_url
+        self.app_key = app_key
+        self.app_secret = app_secret
+        self.access_token = access_token
+        self.timeout = timeout
+        # A requests.Session (keep-alive); one per client, clients are not shared between threads.
+        if session is None:
+            import requests
+
+            session = requests.Session()
+        self.session = session
+
+    @abc.abstractmethod
+    def fetch_changed(self, start: dt.datetime, end: dt.datetime, page_size: int = 100) -> Iterator[Page]:
+        """Orders modified in [start, end) (aware datetimes, end - start <= max_window),
+        page by page, in the order the platform says avoids missing changes
+        (Taobao and PDD: from the last page backwards)."""
+
+    @abc.abstractmethod
+    def fetch_order(self, platform_order_id: str) -> PlatformOrder:
+        """One order in full."""
+
+    @abc.abstractmethod
+    def ship(self, platform_order_id: str, carrier_code: str, tracking_number: str) -> None:
+        """Write the carrier and tracking number back to the platform (发货回传)."""
+
+    @abc.abstractmethod
+    def push_stock(self, merchant_code: str, quantity: int, *, item_id: Optional[str] = None,
+                   sku_id: Optional[str] = None) -> None:
+        """Publish the available quantity of one listing SKU (库存同步), addressed by the
+        platform ids when known, else by the merchant code (outer_id)."""
