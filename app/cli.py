@@ -34,6 +34,8 @@ def demo_cmd(orders, force, seed):
     except demo.DemoExists as exc:
         click.echo(str(exc))
         return
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
     for line in report:
         click.echo(line)
 
@@ -49,7 +51,7 @@ def worker_cmd(queues, burst):
     names = queues.split(",") if queues else current_app.config["OMS_QUEUES"]
     AppWorker.flask_app = current_app._get_current_object()
     worker = AppWorker(names, connection=redis_conn())
-    worker.work(burst=burst, with_scheduler=False)
+    worker.work(burst=burst, with_scheduler=True)
 
 
 @oms.command("scheduler")
@@ -83,3 +85,57 @@ def order_count_cmd():
     from app.models import Order
 
     click.echo(db.session.execute(select(func.count()).select_from(Order)).scalar())
+
+
+@oms.command("sync")
+@click.option("--shop", "shops", multiple=True, help="店铺名称或 ID，可多次指定；默认全部启用的店铺")
+def sync_cmd(shops):
+    """Sync shops in the foreground, with a progress bar."""
+    from sqlalchemy import or_, select
+
+    from app.extensions import db
+    from app.models import Shop
+    from app.services import sync
+
+    query = select(Shop).where(Shop.active.is_(True), Shop.platform.in_(("taobao", "tmall", "pdd", "jd")))
+    if shops:
+        ids = [int(s) for s in shops if s.isdigit()]
+        query = query.where(or_(Shop.name.in_(shops), Shop.id.in_(ids)))
+    targets = [(s.id, s.name) for s in db.session.scalars(query)]
+    if not targets:
+        raise click.ClickException("没有找到要同步的店铺")
+    failed = 0
+    for shop_id, name in targets:
+        with click.progressbar(length=100, label=f"同步 {name}") as bar:
+            state = {"pct": 0}
+
+            def progress(done, total, message=None):
+                pct = int(100 * done / total) if total else 100
+                bar.update(pct - state["pct"])
+                state["pct"] = pct
+
+            try:
+                run = sync.sync_shop(shop_id, trigger="cli", progress=progress)
+            except sync.SyncBusy as exc:
+                click.echo(f"  {name}：{exc.message}")
+                continue
+            bar.update(100 - state["pct"])
+        if run.status == "success":
+            click.echo(f"  {name}：获取 {run.fetched}，新增 {run.created}，更新 {run.updated}，"
+                       f"未变 {run.unchanged}，用时 {run.duration_seconds} 秒")
+        else:
+            failed += 1
+            click.echo(f"  {name}：失败：{run.error}")
+    if failed:
+        raise SystemExit(1)
+
+
+@oms.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8900, show_default=True, type=int)
+@click.option("--seed", default=20261125, show_default=True, type=int)
+def sandbox_cmd(host, port, seed):
+    """Run the local platform sandbox (Taobao/Tmall TOP, Pinduoduo, JD) for demo and tests."""
+    from app.sandbox.server import run
+
+    run(host=host, port=port, seed=seed)

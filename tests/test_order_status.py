@@ -101,3 +101,13 @@ def test_unknown_action_and_hold_reason_are_named(ctx, ids):
         order_status.apply(order, "teleport")
     with pytest.raises(DomainError, match="未知的挂起原因"):
         order_status.hold(order, "bored")
+
+
+def test_customer_spend_follows_payment_and_closing(ctx, ids):
+    order = db.session.get(Order, ids["orders"]["3000000000000000003"])  # pending payment, 158.00
+    customer = order.customer
+    before = customer.total_spent
+    order_status.apply(order, "pay", source="sync")
+    assert customer.total_spent == before + order.paid_amount
+    order_status.apply(order, "cancel", reason="买家取消")
+    assert customer.total_spent == before

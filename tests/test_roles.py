@@ -25,6 +25,7 @@ READ = {
     ("/carrierview/list/", "/api/v1/carrier/"): {"admin", "ops", "cs", "warehouse"},
     ("/shopview/list/", "/api/v1/shop/"): {"admin", "ops", "finance"},
     ("/piiaccesslogview/list/", "/api/v1/pii_access_log/"): {"admin"},
+    ("/syncrunview/list/", "/api/v1/sync_run/"): {"admin", "ops"},
     ("/jobs/", None): {"admin"},
     ("/users/list/", None): {"admin"},
     ("/roles/list/", None): {"admin"},

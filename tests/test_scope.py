@@ -7,12 +7,12 @@ from flask_appbuilder import ModelRestApi, ModelView
 from flask_appbuilder.baseviews import BaseView
 
 from app.extensions import db
-from app.models import Customer, Order, OrderEvent, OrderHold, OrderLine, Shop
+from app.models import Customer, Order, OrderEvent, OrderHold, OrderLine, Shop, SyncRun
 from app.services import order_status
 from app.services.scope import as_scope
 from app.views.base import OmsModelRestApi, OmsModelView
 
-SCOPED = (Order, OrderLine, OrderHold, OrderEvent, Customer, Shop)
+SCOPED = (Order, OrderLine, OrderHold, OrderEvent, Customer, Shop, SyncRun)
 FOREIGN_ORDER = "261120-000000000000001"  # shop B; user cs sees shop A only
 
 
@@ -40,6 +40,8 @@ def _foreign_ids(app, ids):
     with app.app_context():
         order = db.session.get(Order, ids["orders"][FOREIGN_ORDER])
         order_status.hold(order, "manual", note="测试")
+        run = SyncRun(shop_id=ids["shops"]["B"], status="failed", error="测试")
+        db.session.add(run)
         db.session.commit()
         return {
             Order: order.id,
@@ -48,12 +50,14 @@ def _foreign_ids(app, ids):
             OrderEvent: order.events[0].id,
             Customer: order.customer_id,
             Shop: ids["shops"]["B"],
+            SyncRun: run.id,
         }
 
 
-def test_no_cross_shop_leak_on_any_registered_view_or_api(app, ids, login):
+@pytest.mark.parametrize("username", ["cs", "ops_a"])
+def test_no_cross_shop_leak_on_any_registered_view_or_api(app, ids, login, username):
     foreign = _foreign_ids(app, ids)
-    cs = login("cs")
+    cs = login(username)
     checked = []
     for view in _oms_views(app):
         model = getattr(getattr(view, "datamodel", None), "obj", None)
@@ -80,9 +84,11 @@ def test_no_cross_shop_leak_on_any_registered_view_or_api(app, ids, login):
                 assert resp.status_code == 404, (name, route, resp.status_code)
                 checked.append(f"{name}/{route}")
     # Enough of the surface was really exercised, not just refused.
-    for expected in ("/api/v1/order", "/api/v1/order_line", "/api/v1/order_event", "/api/v1/order_hold",
-                     "/api/v1/customer", "orderview/show", "orderview/edit", "customerview/show"):
-        assert expected in checked, expected
+    expected = {"/api/v1/order", "/api/v1/order_line", "/api/v1/order_event", "/api/v1/order_hold",
+                "/api/v1/customer", "orderview/show", "orderview/edit", "customerview/show"}
+    if username == "ops_a":
+        expected |= {"/api/v1/shop", "/api/v1/sync_run", "shopview/show", "shopview/edit", "syncrunview/show"}
+    assert expected <= set(checked), expected - set(checked)
 
 
 def test_order_list_and_api_show_only_own_shops(app, ids, login):

@@ -1,7 +1,7 @@
 """A small, fixed 店群 for the tests: three shops, one user per role, a few orders.
 
-Users (password PASSWORD): ops/finance/warehouse see all shops; cs sees shop A
-only; cs_b sees shop B only.
+Users (password PASSWORD): ops/finance/warehouse see all shops; cs and ops_a
+see shop A only; cs_b sees shop B only.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ UTC = dt.timezone.utc
 
 USERS = {
     "ops": (ROLE_OPS, None),
+    "ops_a": (ROLE_OPS, ["A店-淘宝"]),
     "cs": (ROLE_CS, ["A店-淘宝"]),
     "cs_b": (ROLE_CS, ["B店-拼多多"]),
     "warehouse": (ROLE_WAREHOUSE, None),

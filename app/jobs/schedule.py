@@ -5,9 +5,13 @@ from rq.cron import CronScheduler
 
 from app.jobs.customers import recompute_tiers
 from app.jobs.queue import redis_conn
+from app.jobs.sync import dispatch_due_syncs
 
 
 def build_scheduler() -> CronScheduler:
     scheduler = CronScheduler(connection=redis_conn(), name="oms")
     scheduler.register(recompute_tiers, queue_name="default", cron="0 19 * * *", name="customer-tiers")
+    # Each shop has its own interval (60 s in the demo); the dispatcher checks often.
+    scheduler.register(dispatch_due_syncs, queue_name="default", interval=15, name="sync-dispatch",
+                       result_ttl=600)
     return scheduler

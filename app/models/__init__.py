@@ -10,10 +10,11 @@ from .order import (
 from .product import BundleComponent, Product, Sku
 from .security import OmsUser, user_shop
 from .shop import Shop
+from .sync import SYNC_STATUSES, SyncRun
 
 __all__ = [
     "Model", "PLATFORMS", "Shop", "Product", "Sku", "BundleComponent", "Warehouse", "Stock",
     "StockMovement", "MOVEMENT_TYPES", "Carrier", "Customer", "CustomerShop", "Order",
     "OrderLine", "OrderHold", "OrderEvent", "PiiAccessLog", "ORDER_STATUSES", "HOLD_REASONS",
-    "EVENT_SOURCES", "FLAGS", "OmsUser", "user_shop",
+    "EVENT_SOURCES", "FLAGS", "OmsUser", "user_shop", "SyncRun", "SYNC_STATUSES",
 ]

@@ -100,6 +100,8 @@ class Order(Model):
     platform_created_at = Column(UTCDateTime, info=col_info(_l("Created on platform")))
     paid_at = Column(UTCDateTime, info=col_info(_l("Paid at")))
     platform_modified_at = Column(UTCDateTime, info=col_info(_l("Modified on platform")))
+    # Hash of the last platform payload applied: an unchanged re-sync skips the order.
+    platform_hash = Column(String(64), info=col_info(_l("Platform checksum"), hidden=True))
     audited_at = Column(UTCDateTime, info=col_info(_l("Audited at")))
     shipped_at = Column(UTCDateTime, info=col_info(_l("Shipped at")))
     completed_at = Column(UTCDateTime, info=col_info(_l("Completed at")))

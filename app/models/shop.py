@@ -37,8 +37,18 @@ class Shop(Model):
     sync_checkpoint = Column(UTCDateTime, info=col_info(_l("Sync checkpoint")))
     last_sync_success_at = Column(UTCDateTime, info=col_info(_l("Last successful sync")))
     last_sync_error = Column(Text, info=col_info(_l("Last sync error")))
+    last_sync_error_at = Column(UTCDateTime, info=col_info(_l("Last sync error at")))
+    # After a platform ban (rate limit) the scheduler waits until this time.
+    sync_not_before = Column(UTCDateTime, info=col_info(_l("Next sync not before")))
     active = Column(Boolean, nullable=False, default=True, index=True, info=col_info(_l("Active")))
     created_at = Column(UTCDateTime, nullable=False, default=utcnow, info=col_info(_l("Created at")))
+
+    @property
+    def sync_lag_seconds(self):
+        """now − checkpoint: how far behind the platform this shop's orders are."""
+        if self.sync_checkpoint is None:
+            return None
+        return max(0, int((utcnow() - self.sync_checkpoint).total_seconds()))
 
     @property
     def platform_label(self) -> str:

@@ -577,10 +577,20 @@ class _Timeline:
         self.now = now
         self.latest = now - dt.timedelta(minutes=5)
 
-    def created(self, min_hours: float, max_hours: float) -> dt.datetime:
-        """A time between ``max_hours`` and ``min_hours`` ago, at a shopping hour (HOUR_WEIGHT)."""
+    def created(self, min_hours: float, max_hours: float, scale_hours: float = 0) -> dt.datetime:
+        """A time between ``max_hours`` and ``min_hours`` ago, at a shopping hour (HOUR_WEIGHT).
+
+        With ``scale_hours`` the age is exponential (truncated to the window): recent
+        orders are more frequent, so the daily volume decays smoothly into the past.
+        """
         r = self.rng
-        drawn = self.now - dt.timedelta(hours=r.uniform(min_hours, max_hours))
+        u = r.random()
+        span = max_hours - min_hours
+        if scale_hours:
+            age = min_hours - scale_hours * math.log(1 - u * (1 - math.exp(-span / scale_hours)))
+        else:
+            age = min_hours + span * u
+        drawn = self.now - dt.timedelta(hours=age)
         hour = r.choices(range(24), weights=HOUR_WEIGHT)[0]
         second = r.randrange(3600)
         local = drawn.astimezone(SH)
@@ -595,22 +605,25 @@ class _Timeline:
         return t.replace(microsecond=0)
 
     def after(self, t: dt.datetime, min_minutes: float, max_minutes: float) -> dt.datetime:
-        """A time after ``t``, but in the past (a few seconds after ``t`` at the latest)."""
-        out = t + dt.timedelta(minutes=self.rng.uniform(min_minutes, max_minutes))
-        jitter = dt.timedelta(seconds=self.rng.randint(0, 50))
-        if out > self.latest:
-            out = max(t + dt.timedelta(seconds=20), self.latest - jitter)
-        return out.replace(microsecond=0)
+        """A time ``min_minutes``–``max_minutes`` after ``t``; the window shrinks to stay in the past."""
+        u = self.rng.random()
+        room = (self.latest - t).total_seconds() / 60
+        if room <= 0:
+            return (t + dt.timedelta(seconds=20)).replace(microsecond=0)
+        hi = min(max_minutes, room)
+        lo = min(min_minutes, hi / 2)
+        return (t + dt.timedelta(minutes=lo + (hi - lo) * u)).replace(microsecond=0)
 
 
-# Hours ago when an order in this final status was created.
+DAY = 24
+# When an order in this final status was created: hours ago (min, max, exponential scale).
 CREATED_WINDOW = {
-    "pending_payment": (0.1, 20),
-    "to_audit": (0.2, 72),
-    "to_ship": (2, 120),
-    "shipped": (36, 14 * 24),
-    "completed": (13 * 24, 90 * 24),
-    "closed": (2, 90 * 24),
+    "pending_payment": (0.1, 1 * DAY, 0),
+    "to_audit": (0.2, 5 * DAY, 1.5 * DAY),
+    "to_ship": (2, 7 * DAY, 2.5 * DAY),
+    "shipped": (1 * DAY, 14 * DAY, 5 * DAY),
+    "completed": (5 * DAY, 90 * DAY, 40 * DAY),
+    "closed": (2, 90 * DAY, 0),
 }
 
 
@@ -809,7 +822,7 @@ def _create_one(gen: _Gen, now: dt.datetime, plan: dict, sku_data: dict,
 
     if status in ("to_ship", "shipped", "completed"):
         order.warehouse_id = wh_ids[REGIONS[person["province"]][1]]
-        order.audited_at = times["audit"] = tl.after(paid, 5, 360)
+        order.audited_at = times["audit"] = tl.after(imported, 5, 360)
         order_status.apply(order, "audit", source="sync")
     if status in ("shipped", "completed"):
         carrier = _weighted(rng, CARRIER_WEIGHTS.get(platform, CARRIER_WEIGHTS["default"]))
@@ -821,7 +834,7 @@ def _create_one(gen: _Gen, now: dt.datetime, plan: dict, sku_data: dict,
         order.completed_at = times["complete"] = last = tl.after(order.shipped_at, 2 * 1440, 10 * 1440)
         order_status.apply(order, "complete", source="sync")
     if status == "closed":
-        order.closed_at = times["cancel"] = last = tl.after(created, 15, 24 * 60)
+        order.closed_at = times["cancel"] = last = tl.after(imported, 15, 24 * 60)
         order_status.apply(order, "cancel", source="sync", reason=rng.choice(CLOSE_REASONS))
     if plan["held"]:
         reason = rng.choice(list(HOLD_NOTES))

@@ -140,6 +140,9 @@ def apply(order: Order, action: str, *, source: str = "user", user_id: Optional[
                 hold.released_by_id = user_id
         order.is_held = False
     _event(order, action, "status", old, t.target, source, user_id, note or reason)
+    from .orders import update_customer_spend
+
+    update_customer_spend(order, old, t.target)
     return order
 
 

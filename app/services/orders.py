@@ -40,6 +40,20 @@ EDITABLE_FIELDS = {
     "receiver_zip": "邮编",
 }
 PII_FIELDS = {"receiver_name", "receiver_phone", "receiver_address"}
+# An order counts towards its customer's spend while it is paid and not closed.
+SPEND_STATUSES = frozenset({"to_audit", "to_ship", "shipped", "completed"})
+
+
+def update_customer_spend(order: Order, old_status: str, new_status: str) -> None:
+    """Keep Customer.total_spent equal to the sum of its paid, unclosed orders."""
+    customer = order.customer
+    if customer is None:
+        return
+    was, now = old_status in SPEND_STATUSES, new_status in SPEND_STATUSES
+    if was == now:
+        return
+    delta = (order.paid_amount or Decimal("0")) * (1 if now else -1)
+    customer.total_spent = max(Decimal("0.00"), (customer.total_spent or Decimal("0")) + delta)
 
 
 def _clean(name: str, value: Any) -> Any:
@@ -192,11 +206,14 @@ def _line_from(data: dict, index: int, skus_by_code: dict[str, Sku]) -> OrderLin
 
 
 def create_order(shop: Shop, data: dict, *, source: str = "import",
-                 user_id: Optional[int] = None, skus_by_code: Optional[dict] = None) -> Order:
+                 user_id: Optional[int] = None, skus_by_code: Optional[dict] = None,
+                 trusted: bool = False) -> Order:
     """Build a validated order with its lines and first event; the caller commits.
 
     ``data`` uses our field names; ``lines`` is a list of dicts. An unknown
     merchant code is kept and the order is held as 未匹配商品, never dropped.
+    ``trusted`` (platform sync): the phone is stored as the platform sent it,
+    which may be masked (151********), instead of being refused.
     """
     pid = str(data.get("platform_order_id") or "").strip()
     if not pid:
@@ -218,7 +235,8 @@ def create_order(shop: Shop, data: dict, *, source: str = "import",
         paid_amount=parse_money(data.get("paid_amount"), "paid_amount", "实付金额"),
         buyer_nick=check_text(data.get("buyer_nick"), "buyer_nick", "买家昵称", 100),
         receiver_name=check_text(data.get("receiver_name"), "receiver_name", "收货人", 100),
-        receiver_phone=check_phone(data.get("receiver_phone")),
+        receiver_phone=(check_text(data.get("receiver_phone"), "receiver_phone", "收货人手机", 64) if trusted
+                        else check_phone(data.get("receiver_phone"))),
         receiver_province=check_text(data.get("receiver_province"), "receiver_province", "省", 32),
         receiver_city=check_text(data.get("receiver_city"), "receiver_city", "市", 32),
         receiver_district=check_text(data.get("receiver_district"), "receiver_district", "区", 32),
@@ -275,7 +293,7 @@ def link_customer(order: Order) -> Optional[Customer]:
         if customer.last_order_at is None or when > customer.last_order_at:
             customer.last_order_at = when
     customer.order_count = (customer.order_count or 0) + 1
-    if order.status != "pending_payment":
+    if order.status in SPEND_STATUSES:
         customer.total_spent = (customer.total_spent or Decimal("0")) + (order.paid_amount or 0)
     order.customer = customer
     shop_id = order.shop_id or (order.shop.id if order.shop else None)

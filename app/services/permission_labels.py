@@ -12,13 +12,14 @@ PERMISSIONS = {
     "can_download": "下载", "can_userinfo": "个人信息", "can_this_form_get": "打开表单",
     "can_this_form_post": "提交表单", "resetmypassword": "修改自己的密码", "resetpasswords": "重置密码",
     "userinfoedit": "编辑个人信息", "copyrole": "复制角色", "can_get": "查看", "can_put": "编辑",
-    "can_post": "新增", "can_info": "查看", "can_chart": "图表",
+    "can_post": "新增", "can_info": "查看", "can_chart": "图表", "can_sync": "立即同步",
 }
 
 VIEWS = {
     "Order": "订单", "OrderEvent": "订单日志", "Customer": "客户", "Product": "商品与SKU",
     "Stock": "库存", "Warehouse": "仓库", "Carrier": "快递公司", "Shop": "店铺", "Jobs": "后台任务",
-    "PiiAccessLog": "敏感信息查看记录", "ColumnScope": "列权限",
+    "PiiAccessLog": "敏感信息查看记录", "ColumnScope": "列权限", "SyncRun": "同步记录",
+    "Sync runs": "同步记录",
     "OrderHub": "订单中心", "Orders": "订单", "Order events": "订单日志", "Customers": "客户",
     "Catalog": "商品", "Products": "商品", "SKUs": "SKU", "Bundle components": "组合装明细",
     "Inventory": "库存", "Stock movements": "库存流水", "Warehouses": "仓库", "Logistics": "物流",

@@ -26,7 +26,7 @@ _explicit: contextvars.ContextVar = contextvars.ContextVar("oms_scope", default=
 
 
 def _criteria(shop_ids: frozenset[int]):
-    from app.models import Customer, CustomerShop, Order, OrderEvent, OrderHold, OrderLine, Shop
+    from app.models import Customer, CustomerShop, Order, OrderEvent, OrderHold, OrderLine, Shop, SyncRun
 
     ids = sorted(shop_ids) or [-1]
 
@@ -42,6 +42,7 @@ def _criteria(shop_ids: frozenset[int]):
         with_loader_criteria(OrderEvent, lambda cls: cls.order_id.in_(
             select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
         with_loader_criteria(CustomerShop, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
+        with_loader_criteria(SyncRun, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
         with_loader_criteria(Customer, lambda cls: cls.id.in_(
             select(CustomerShop.customer_id).where(CustomerShop.shop_id.in_(ids))), include_aliases=True),
     ]

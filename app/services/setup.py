@@ -34,7 +34,8 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Stock": [R],
         "Warehouse": [R],
         "Carrier": [R, W],
-        "Shop": [R, W],
+        "Shop": [R, W, "can_sync"],
+        "SyncRun": [R],
         COLUMN_SCOPE_VIEW: [PERM_FINANCE, PERM_PII],
     },
     ROLE_CS: {

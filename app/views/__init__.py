@@ -15,6 +15,7 @@ from .orders import (
     OrderView,
 )
 from .shops import ShopApi, ShopView
+from .sync import SyncRunApi, SyncRunView
 
 # (view class, menu name, menu label, category, category label, icon)
 MENU = [
@@ -29,12 +30,14 @@ MENU = [
     (WarehouseView, "Warehouses", _l("Warehouses"), "Inventory", _l("Inventory"), "fa-building"),
     (CarrierView, "Carriers", _l("Carriers"), "Logistics", _l("Logistics"), "fa-truck"),
     (ShopView, "Shops", _l("Shops"), "Settings", _l("Settings"), "fa-shopping-bag"),
+    (SyncRunView, "Sync runs", _l("Sync runs"), "Settings", _l("Settings"), "fa-exchange"),
     (JobsView, "Jobs", _l("Jobs"), "Settings", _l("Settings"), "fa-tasks"),
     (PiiAccessLogView, "PII access log", _l("PII access log"), "Settings", _l("Settings"), "fa-eye"),
 ]
 HIDDEN_VIEWS = [OrderLineView, OrderHoldView, CustomerOrderView]
 APIS = [OrderApi, OrderLineApi, OrderHoldApi, OrderEventApi, CustomerApi, ProductApi, SkuApi,
-        BundleComponentApi, WarehouseApi, StockApi, StockMovementApi, CarrierApi, ShopApi, PiiAccessLogApi]
+        BundleComponentApi, WarehouseApi, StockApi, StockMovementApi, CarrierApi, ShopApi, PiiAccessLogApi,
+        SyncRunApi]
 
 
 def register_views(appbuilder) -> None:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+from flask import flash, g, redirect
+from flask_appbuilder.actions import action
 from flask_babel import lazy_gettext as _l
 from wtforms import PasswordField, SelectField
 from wtforms.validators import Optional as OptionalV
 
 from app.models import PLATFORMS, Shop
 
-from .base import OmsModelRestApi, OmsModelView
+from app.services.display import format_plain
+
+from .base import VIEW_METHOD_PERMISSIONS, OmsModelRestApi, OmsModelView
 from .interface import OmsInterface
 
 
@@ -21,11 +25,14 @@ class ShopView(OmsModelView):
     show_title = _l("Shop")
     add_title = _l("Add shop")
     edit_title = _l("Edit shop")
-    list_columns = ["name", "platform", "platform_shop_id", "active", "sync_enabled", "sync_interval_seconds",
-                    "sync_checkpoint", "last_sync_success_at", "last_sync_error"]
+    method_permission_name = dict(VIEW_METHOD_PERMISSIONS, sync_now="sync")
+    list_columns = ["name", "platform", "active", "sync_enabled", "sync_interval_seconds", "sync_lag_seconds",
+                    "last_sync_success_at", "last_sync_error", "last_sync_error_at"]
+    label_columns = {"sync_lag_seconds": _l("Sync lag (s)")}
     show_columns = ["name", "platform", "platform_shop_id", "app_key", "gateway_url", "token_expires_at",
                     "active", "sync_enabled", "sync_interval_seconds", "backfill_days", "sync_checkpoint",
-                    "last_sync_success_at", "last_sync_error", "created_at"]
+                    "sync_lag_seconds", "last_sync_success_at", "last_sync_error", "last_sync_error_at",
+                    "sync_not_before", "created_at"]
     # Secrets are write-only: the form shows empty password fields; blank keeps the old value.
     add_columns = ["name", "platform", "platform_shop_id", "app_key", "new_app_secret", "new_access_token",
                    "gateway_url", "active", "sync_enabled", "sync_interval_seconds", "backfill_days"]
@@ -38,8 +45,21 @@ class ShopView(OmsModelView):
         "new_access_token": PasswordField(_l("Access token"), validators=[OptionalV()],
                                           description=_l("Leave blank to keep the current value")),
     }
-    formatters_columns = {"platform": _platform}
+    formatters_columns = {"platform": _platform, "sync_lag_seconds": format_plain}
     base_order = ("name", "asc")
+
+    @action("sync_now", _l("Sync now"), None, "fa-refresh")
+    def sync_now(self, items):
+        from app.jobs.sync import enqueue_sync
+
+        shops = items if isinstance(items, list) else [items]
+        queued = [s.name for s in shops if s is not None and enqueue_sync(s.id, "manual", g.user.id) is not None]
+        if queued:
+            flash(f"已排队同步：{'、'.join(queued)}", "success")
+        skipped = len([s for s in shops if s is not None]) - len(queued)
+        if skipped:
+            flash(f"{skipped} 个店铺正在同步，已跳过", "warning")
+        return redirect(self.get_redirect())
 
     def _store_secrets(self, item):
         from flask import request
@@ -67,8 +87,8 @@ class ShopApi(OmsModelRestApi):
     datamodel = OmsInterface(Shop)
     class_permission_name = "Shop"
     list_columns = ["id", "name", "platform", "platform_shop_id", "active", "sync_enabled",
-                    "sync_interval_seconds", "backfill_days", "sync_checkpoint", "last_sync_success_at",
-                    "last_sync_error", "gateway_url"]
+                    "sync_interval_seconds", "backfill_days", "sync_checkpoint", "sync_lag_seconds",
+                    "last_sync_success_at", "last_sync_error", "last_sync_error_at", "gateway_url"]
     show_columns = list_columns + ["app_key", "token_expires_at", "created_at"]
     add_columns = ["name", "platform", "platform_shop_id", "app_key", "gateway_url", "active", "sync_enabled",
                    "sync_interval_seconds", "backfill_days"]

@@ -1,0 +1,321 @@
+"""Incremental order sync: every new or changed order of a shop, exactly once.
+
+* Windows by modified time, no wider than the platform allows, each starting
+  ``client.overlap`` before the checkpoint; never closer to now than
+  ``client.safety_lag`` (PDD wants 3 minutes).
+* The checkpoint advances only after a window's orders are committed, so an
+  interrupted run resumes where the last committed window ended.
+* Upsert keyed by (shop, platform order id) and (order, platform line id); an
+  unchanged payload (same checksum) is skipped; the unified status only moves
+  forward along the life cycle; platform refunds and locks raise holds, a full
+  refund before shipping closes the order (GLOSSARY.md).
+* One sync per shop at a time (a Redis lock); transient platform errors are
+  retried in place with backoff that honours the ban time; a long ban ends the
+  run and the scheduler waits until it is over.
+* Unknown merchant codes are stored with an 未匹配商品 hold: nothing is dropped.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from decimal import Decimal
+from typing import Callable, Optional
+
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Order, OrderEvent, OrderLine, Shop, Sku, SyncRun
+from app.models.types import utcnow
+from app.platforms import PlatformError, PlatformOrder, client_for
+
+from . import order_status, orders
+from .errors import DomainError
+from .scope import as_scope
+
+MAX_INLINE_WAIT = 30.0  # seconds: longer bans end the run instead of blocking a worker
+SERVER_RETRIES = 4
+PLATFORM_HOLDS = ("refunding", "platform_locked")
+
+
+class SyncBusy(DomainError):
+    status_code = 409
+
+
+# --- checksums --------------------------------------------------------------
+def _jsonable(value):
+    if isinstance(value, (Decimal, dt.datetime)):
+        return str(value)
+    return value
+
+
+def payload_hash(po: PlatformOrder) -> str:
+    data = asdict(po)
+    text = json.dumps(data, default=_jsonable, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- locking ----------------------------------------------------------------
+def _lock(shop_id: int, timeout: int = 600):
+    from app.jobs.queue import redis_conn
+
+    return redis_conn().lock(f"oms:sync:shop:{shop_id}", timeout=timeout, blocking=False)
+
+
+def is_syncing(shop_id: int) -> bool:
+    from app.jobs.queue import redis_conn
+
+    return bool(redis_conn().exists(f"oms:sync:shop:{shop_id}"))
+
+
+# --- applying one platform order --------------------------------------------
+def _order_data(po: PlatformOrder, status: str) -> dict:
+    return {
+        "platform_order_id": po.platform_order_id, "status": status, "platform_status": po.platform_status,
+        "goods_amount": po.goods_amount, "discount_amount": po.discount_amount, "post_fee": po.post_fee,
+        "paid_amount": po.paid_amount, "buyer_nick": po.buyer_nick, "receiver_name": po.receiver_name,
+        "receiver_phone": po.receiver_phone, "receiver_province": po.receiver_province,
+        "receiver_city": po.receiver_city, "receiver_district": po.receiver_district,
+        "receiver_address": po.receiver_address, "receiver_zip": po.receiver_zip,
+        "buyer_message": po.buyer_message, "seller_memo": po.seller_memo, "flag": po.flag,
+        "platform_created_at": po.created_at, "paid_at": po.paid_at, "platform_modified_at": po.modified_at,
+        "tracking_number": po.tracking_number,
+        "lines": [asdict(line) for line in po.lines],
+    }
+
+
+def _advance_status(order: Order, po: PlatformOrder) -> None:
+    """Move the local status forward to match the platform, never backwards."""
+    target, local = po.status, order.status
+    if local in ("closed", "completed") or target == local:
+        return
+    if target == "closed" or po.refund_closed:
+        if local in order_status.HOLDABLE or local == "pending_payment":
+            action = "refund_close" if po.refund_closed and local != "pending_payment" else "cancel"
+            order_status.apply(order, action, source="sync", reason=f"平台已关闭（{po.platform_status}）")
+        elif local == "shipped":
+            order_status.apply(order, "refund_close", source="sync", reason=f"平台已关闭（{po.platform_status}）")
+        return
+    rank = order_status.LIFECYCLE_INDEX
+    if rank(target) <= rank(local):
+        return  # the local workflow is ahead (e.g. audited here, still "paid" there)
+    if local == "pending_payment":
+        order_status.apply(order, "pay", source="sync")
+        local = order.status
+    if target in ("shipped", "completed") and local in order_status.HOLDABLE:
+        order_status.apply(order, "ship_on_platform", source="sync")
+        if po.shipped_at and order.shipped_at != po.shipped_at:
+            order.shipped_at = po.shipped_at
+        local = order.status
+    if target == "completed" and local == "shipped":
+        order_status.apply(order, "complete", source="sync")
+
+
+def _apply_holds(order: Order, po: PlatformOrder) -> None:
+    if order.status not in order_status.HOLDABLE:
+        return
+    active = set(order.active_hold_reasons)
+    if po.hold_reason and po.hold_reason not in active:
+        order_status.hold(order, po.hold_reason, source="sync", note=f"平台状态：{po.platform_status}")
+    for reason in PLATFORM_HOLDS:
+        if reason in active and reason != po.hold_reason:
+            order_status.release(order, reason, source="sync", note="平台已解除")
+
+
+_SYNCED_FIELDS = ("platform_status", "goods_amount", "discount_amount", "post_fee", "paid_amount",
+                  "buyer_nick", "receiver_name", "receiver_phone", "receiver_province", "receiver_city",
+                  "receiver_district", "receiver_address", "receiver_zip", "buyer_message",
+                  "platform_created_at", "paid_at", "platform_modified_at")
+
+
+def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict) -> None:
+    data = _order_data(po, po.status)
+    for name in _SYNCED_FIELDS:
+        new = data.get(name)
+        if name == "platform_created_at":
+            new = po.created_at
+        elif name == "platform_modified_at":
+            new = po.modified_at
+        old = getattr(order, name)
+        if isinstance(old, Decimal) and new is not None:
+            new = Decimal(new).quantize(Decimal("0.01"))
+        if old != new and new is not None:
+            setattr(order, name, new)
+            if name == "receiver_phone":
+                from . import crypto
+
+                order.receiver_phone_hash = crypto.phone_index(new)
+            if name not in ("platform_modified_at", "platform_status"):
+                db.session.add(OrderEvent(order=order, action="edit", field=name, source="sync",
+                                          old_value=orders._display(name, old),
+                                          new_value=orders._display(name, new), created_at=utcnow()))
+    by_id = {line.platform_line_id: line for line in order.lines}
+    for pl in po.lines:
+        line = by_id.get(pl.platform_line_id)
+        if line is None:
+            sku = skus_by_code.get(pl.merchant_code) if pl.merchant_code else None
+            order.lines.append(OrderLine(platform_line_id=pl.platform_line_id, merchant_code=pl.merchant_code,
+                                         sku=sku, title=pl.title[:255], spec=pl.spec, quantity=pl.quantity,
+                                         price=pl.price, paid_amount=pl.paid_amount,
+                                         cost_price=sku.cost_price if sku else Decimal("0.00"),
+                                         refund_status=pl.refund_status))
+        else:
+            line.quantity, line.price, line.paid_amount = pl.quantity, pl.price, pl.paid_amount
+            line.refund_status = pl.refund_status
+    if po.tracking_number and not order.tracking_number:
+        order.tracking_number = po.tracking_number
+
+
+def apply_platform_order(shop: Shop, po: PlatformOrder, skus_by_code: dict) -> str:
+    """Create or update one order from the platform; returns created/updated/unchanged."""
+    digest = payload_hash(po)
+    order = db.session.execute(
+        select(Order).where(Order.shop_id == shop.id, Order.platform_order_id == po.platform_order_id)
+    ).scalar_one_or_none()
+    if order is not None and order.platform_hash == digest:
+        return "unchanged"
+    if order is None:
+        initial = "pending_payment" if po.status == "pending_payment" else "to_audit"
+        order = orders.create_order(shop, _order_data(po, initial), source="sync",
+                                    skus_by_code=skus_by_code, trusted=True)
+        outcome = "created"
+    else:
+        _update_order(order, po, skus_by_code)
+        outcome = "updated"
+    order.platform_hash = digest
+    _advance_status(order, po)
+    _apply_holds(order, po)
+    if po.refund_closed and order.status in order_status.HOLDABLE:
+        order_status.apply(order, "refund_close", source="sync", reason="平台全额退款")
+    return outcome
+
+
+# --- the run ------------------------------------------------------------------
+def _call_with_retries(fn, run: SyncRun, sleep=time.sleep):
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except PlatformError as exc:
+            attempt += 1
+            if not exc.retryable or attempt > SERVER_RETRIES:
+                raise
+            wait = exc.retry_after if exc.retry_after is not None else min(2 ** (attempt - 1), 8)
+            if wait > MAX_INLINE_WAIT:
+                raise
+            run.retries += 1
+            sleep(wait)
+
+
+def _first_start(shop: Shop, now: dt.datetime) -> dt.datetime:
+    return now - dt.timedelta(days=shop.backfill_days if shop.backfill_days is not None else 3)
+
+
+def sync_shop(shop_id: int, *, trigger: str = "schedule", now: Optional[dt.datetime] = None,
+              progress: Optional[Callable[[int, int, str], None]] = None, sleep=time.sleep,
+              client=None, stop_after_pages: Optional[int] = None) -> SyncRun:
+    """Pull every order of the shop changed since its checkpoint. Runs as the system."""
+    lock = _lock(shop_id)
+    if not lock.acquire():
+        raise SyncBusy("该店铺正在同步，请稍后再试")
+    try:
+        with as_scope(None):
+            return _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_pages)
+    finally:
+        try:
+            lock.release()
+        except Exception:  # expired: another run may hold it now
+            pass
+
+
+def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_pages) -> SyncRun:
+    shop = db.session.get(Shop, shop_id)
+    if shop is None:
+        raise DomainError(f"店铺不存在：{shop_id}")
+    client = client or client_for(shop)
+    now = now or utcnow()
+    end_limit = now - client.safety_lag
+    start = (shop.sync_checkpoint - client.overlap) if shop.sync_checkpoint else _first_start(shop, now)
+    run = SyncRun(shop_id=shop.id, trigger=trigger, status="running", started_at=utcnow(),
+                  window_start=start, window_end=end_limit)
+    db.session.add(run)
+    db.session.commit()
+    skus_by_code = {s.merchant_code: s for s in db.session.scalars(select(Sku))}
+    total_windows = max(1, int((end_limit - start) / client.max_window) + 1)
+    windows_done = 0
+    pages_done = 0
+    try:
+        while start < end_limit:
+            end = min(start + client.max_window, end_limit)
+            # A whole window is fetched before anything is applied, and a failed
+            # window is fetched again from its first page (a generator that raised
+            # cannot be resumed, and a retry must not skip the pages after it).
+            pages = _call_with_retries(lambda: list(client.fetch_changed(start, end)), run, sleep)
+            for page in pages:
+                for po in page.orders:
+                    outcome = apply_platform_order(shop, po, skus_by_code)
+                    setattr(run, outcome, getattr(run, outcome) + 1)
+                    run.fetched += 1
+                run.pages += 1
+                pages_done += 1
+                db.session.commit()  # each page is durable on its own
+                if stop_after_pages is not None and pages_done >= stop_after_pages:
+                    raise _Interrupted()
+            # Only now is the whole window committed: advance the checkpoint.
+            shop.sync_checkpoint = end
+            db.session.commit()
+            windows_done += 1
+            if progress:
+                progress(windows_done, total_windows, f"已同步至 {end.isoformat()}")
+            start = end
+        run.status = "success"
+        shop.last_sync_success_at = utcnow()
+        shop.last_sync_error = None
+        shop.sync_not_before = None
+    except _Interrupted:
+        db.session.rollback()
+        run.status = "failed"
+        run.error = "同步被中断"
+    except PlatformError as exc:
+        db.session.rollback()
+        run.status = "failed"
+        run.error = exc.message
+        shop.last_sync_error = exc.message
+        shop.last_sync_error_at = utcnow()
+        if exc.kind == "rate_limit" and exc.retry_after:
+            shop.sync_not_before = utcnow() + dt.timedelta(seconds=exc.retry_after)
+    except Exception as exc:
+        db.session.rollback()
+        run.status = "failed"
+        run.error = f"同步出错：{exc}"[:2000]
+        shop.last_sync_error = run.error
+        shop.last_sync_error_at = utcnow()
+        run.finished_at = utcnow()
+        db.session.commit()
+        raise
+    run.finished_at = utcnow()
+    db.session.commit()
+    return run
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def due_shops(now: Optional[dt.datetime] = None) -> list[int]:
+    """Active shops whose interval has passed since their last run and that are not banned."""
+    now = now or utcnow()
+    due = []
+    with as_scope(None):
+        for shop in db.session.scalars(select(Shop).where(Shop.active.is_(True), Shop.sync_enabled.is_(True),
+                                                          Shop.platform.in_(("taobao", "tmall", "pdd", "jd")))):
+            if shop.sync_not_before and shop.sync_not_before > now:
+                continue
+            last = db.session.execute(select(SyncRun.started_at).where(SyncRun.shop_id == shop.id)
+                                      .order_by(SyncRun.started_at.desc()).limit(1)).scalar()
+            if last is None or (now - last).total_seconds() >= (shop.sync_interval_seconds or 60):
+                due.append(shop.id)
+    return due
+
