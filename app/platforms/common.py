@@ -1,0 +1,218 @@
+"""Plumbing shared by the three gateway clients: the HTTP call and its transport
+errors, JSON without float loss, money, Beijing time and paging.
+
+Receiver data (NOTE): the real gateways now return masked or encrypted receiver
+names, phones and addresses (Taobao ``oaid`` + ``taobao.top.oaid.decrypt``, at most
+20 per call; PDD ciphertext with ``*_mask`` fields, decrypted through PDD's
+decrypt API; JD ``enSearch`` ciphertext, decrypted through JD's security API).
+This first version reads the plaintext fields the sandbox serves; decryption
+(and the platforms' rules on storing plaintext) is a follow-up.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Iterator, Optional
+from urllib.parse import urlsplit
+
+import requests
+
+from .base import CN_TZ, Page, PlatformClient, PlatformError, PlatformOrder
+
+log = logging.getLogger(__name__)
+
+ZERO = Decimal("0.00")
+CENT = Decimal("0.01")
+# Used when a platform rate-limits without saying for how long (UNCONFIRMED for PDD and JD).
+DEFAULT_BAN_SECONDS = 60.0
+
+
+# --- values -----------------------------------------------------------------
+def loads(text: str) -> Any:
+    """JSON with every integer kept as its exact digits (a ``str``) and every
+    fraction as a ``Decimal``: Taobao tid/oid exceed 2^53 and money must never be float."""
+    return json.loads(text, parse_int=str, parse_float=Decimal)
+
+
+def text(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+def money(value: Any) -> Decimal:
+    """元 as Decimal with 2 places, from the platform's decimal string (or Decimal)."""
+    if value is None or value == "":
+        return ZERO
+    if isinstance(value, float):  # never produced by loads(); guard anyway
+        value = repr(value)
+    try:
+        return Decimal(str(value).strip()).quantize(CENT)
+    except InvalidOperation as exc:
+        raise PlatformError("bad_response", f"接口返回的金额无法识别：{value!r}", kind="server") from exc
+
+
+def integer(value: Any, default: int = 0) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(Decimal(str(value).strip()))
+    except (InvalidOperation, ValueError):
+        return default
+
+
+def flag(value: Any) -> int:
+    n = integer(value, 0)
+    return n if 0 <= n <= 5 else 0
+
+
+_CN_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:\.(\d{1,6}))?\s*(?:\+0800|\+08:00)?$")
+
+
+def cn_time(value: Any) -> Optional[dt.datetime]:
+    """A platform time (Beijing, ``yyyy-MM-dd HH:mm:ss[.SSS][+0800]``) as an aware UTC datetime."""
+    value = text(value)
+    if value is None:
+        return None
+    m = _CN_TIME.match(value)
+    if not m:
+        raise PlatformError("bad_response", f"接口返回的时间无法识别：{value}", kind="server")
+    naive = dt.datetime.strptime(f"{m.group(1)} {m.group(2)}", "%Y-%m-%d %H:%M:%S")
+    if m.group(3):
+        naive = naive.replace(microsecond=int(m.group(3).ljust(6, "0")))
+    return naive.replace(tzinfo=CN_TZ).astimezone(dt.timezone.utc)
+
+
+def as_cn(moment: dt.datetime) -> dt.datetime:
+    """Beijing time of an aware datetime (a naive one is taken as UTC, as the project stores it)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(CN_TZ)
+
+
+def cn_text(moment: dt.datetime) -> str:
+    return as_cn(moment).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def dig(payload: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(payload, dict):
+            return None
+        payload = payload.get(key)
+    return payload
+
+
+def as_list(value: Any) -> list:
+    if value is None or value == "":
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def seconds_in(message: Optional[str]) -> Optional[float]:
+    """"This ban will last for 27 more seconds" / "请 60 秒后重试" → 27.0 / 60.0."""
+    if not message:
+        return None
+    m = re.search(r"(\d+)\s*(?:more\s+seconds?|seconds?|秒)", message)
+    return float(m.group(1)) if m else None
+
+
+def unique_line_ids(raw_ids: list[Optional[str]]) -> list[str]:
+    """PDD/JD lines have no line id: the sku id, or ``<sku id>-<index>`` (index from 0 in
+    the item list) for a sku id seen earlier in the same order, or the index when empty."""
+    seen: set[str] = set()
+    out = []
+    for index, raw in enumerate(raw_ids):
+        line_id = raw or str(index)
+        if line_id in seen:
+            line_id = f"{raw}-{index}" if raw else str(index)
+        seen.add(line_id)
+        out.append(line_id)
+    return out
+
+
+# --- the client base ----------------------------------------------------------
+class GatewayClient(PlatformClient):
+    """One POST per call to ``self.gateway_url`` with the signed, form-encoded parameters."""
+
+    label = ""  # zh platform name in messages: 淘宝 / 拼多多 / 京东
+    # Page from the last page backwards (see _pages); False pages forwards.
+    page_backwards = True
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.now(CN_TZ)
+
+    # Subclasses: raise PlatformError for an error payload.
+    def _check_error(self, payload: Any, api: str) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _post(self, form: dict[str, str], api: str) -> dict:
+        host = urlsplit(self.gateway_url).netloc or self.gateway_url
+        try:
+            resp = self.session.post(self.gateway_url, data=form, timeout=self.timeout,
+                                     headers={"Accept": "application/json"})
+        except (requests.ConnectTimeout, requests.ConnectionError) as exc:
+            raise PlatformError("network", f"无法连接{self.label}接口（{host}）：{type(exc).__name__}，请检查网络",
+                                kind="network") from exc
+        except requests.Timeout as exc:
+            raise PlatformError("timeout", f"{self.label}接口 {api} 超过 {self.timeout:g} 秒未响应，稍后重试",
+                                kind="server") from exc
+        except requests.RequestException as exc:
+            raise PlatformError("network", f"调用{self.label}接口 {api} 失败：{type(exc).__name__}",
+                                kind="network") from exc
+        if resp.status_code >= 500:
+            raise PlatformError(f"http_{resp.status_code}",
+                                f"{self.label}接口服务器错误（HTTP {resp.status_code}），稍后重试", kind="server")
+        try:
+            payload = loads(resp.content.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            if resp.status_code >= 400:
+                raise PlatformError(f"http_{resp.status_code}",
+                                    f"{self.label}接口拒绝了请求（HTTP {resp.status_code}），请检查网关地址",
+                                    kind="bad_request") from exc
+            raise PlatformError("bad_response", f"{self.label}接口 {api} 返回的内容不是 JSON，请检查网关地址",
+                                kind="server") from exc
+        if not isinstance(payload, dict):
+            raise PlatformError("bad_response", f"{self.label}接口 {api} 返回的内容格式异常", kind="server")
+        self._check_error(payload, api)
+        if resp.status_code >= 400:
+            raise PlatformError(f"http_{resp.status_code}",
+                                f"{self.label}接口拒绝了请求（HTTP {resp.status_code}），请检查网关地址",
+                                kind="bad_request")
+        return payload
+
+    def _missing(self, api: str, key: str) -> PlatformError:
+        return PlatformError("bad_response", f"{self.label}接口 {api} 的返回缺少 {key}", kind="server")
+
+    def _window(self, start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+        start_cn, end_cn = as_cn(start), as_cn(end)
+        if end_cn - start_cn > self.max_window:
+            raise PlatformError("window", f"{self.label}增量同步的时间窗口过大：{end_cn - start_cn}，"
+                                f"最多 {self.max_window}", kind="bad_request")
+        return start_cn, end_cn
+
+    def _pages(self, fetch: Callable[[int], tuple[list[PlatformOrder], int]],
+               page_size: int) -> Iterator[Page]:
+        """Page 1 first to learn the total, then (``page_backwards``) from the last page
+        back to page 1, which is fetched again. Results are sorted by modified time and
+        an order modified while we page leaves the window, shifting the orders after
+        it to lower positions: paging backwards turns that shift into a duplicate
+        (harmless, upserts) instead of a miss."""
+        first, total = fetch(1)
+        pages = max(1, math.ceil(total / page_size)) if total else 1
+        if pages == 1:
+            if first:
+                yield Page(orders=first, page_no=1, total=total)
+            return
+        if not self.page_backwards:
+            yield Page(orders=first, page_no=1, total=total)
+            numbers = range(2, pages + 1)
+        else:
+            numbers = range(pages, 0, -1)
+        for number in numbers:
+            orders, latest_total = fetch(number)
+            yield Page(orders=orders, page_no=number, total=latest_total)

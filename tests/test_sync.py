@@ -1,0 +1,204 @@
+"""The sync engine against a scripted in-memory platform (the end-to-end tests
+against the sandbox are in test_sync_sandbox.py)."""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import Order, OrderEvent, Shop, SyncRun
+from app.platforms.base import Page, PlatformClient, PlatformError, PlatformLine, PlatformOrder
+from app.services import sync
+from tests.conftest import TEST_REDIS_URL
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def po(pid, status="to_audit", modified=None, **kw):
+    data = dict(platform_order_id=pid, platform_status=status.upper(), status=status,
+                modified_at=modified or NOW - dt.timedelta(hours=1), paid_at=NOW - dt.timedelta(hours=2),
+                created_at=NOW - dt.timedelta(hours=3), paid_amount=Decimal("99.00"),
+                receiver_name="周八", receiver_phone="13511112222", receiver_province="江苏省",
+                receiver_city="南京市", receiver_district="玄武区", receiver_address="中山路1号",
+                lines=[PlatformLine(platform_line_id="1", title="纯棉T恤", quantity=1, price=Decimal("99.00"),
+                                    paid_amount=Decimal("99.00"), merchant_code="TS-BLK-L")])
+    data.update(kw)
+    return PlatformOrder(**data)
+
+
+class ScriptedClient(PlatformClient):
+    """Serves a dict of orders by modified time, in pages, with optional faults."""
+
+    platform = "taobao"
+    max_window = dt.timedelta(hours=6)
+    overlap = dt.timedelta(minutes=2)
+
+    def __init__(self, orders=(), page_size=2, faults=None):
+        self.orders = {o.platform_order_id: o for o in orders}
+        self.page_size = page_size
+        self.faults = list(faults or [])
+        self.calls = []
+
+    def fetch_changed(self, start, end, page_size=100):
+        self.calls.append((start, end))
+        if self.faults:
+            fault = self.faults.pop(0)
+            if fault is not None:
+                raise fault
+        rows = sorted((o for o in self.orders.values() if start <= o.modified_at < end),
+                      key=lambda o: o.modified_at)
+        for i in range(0, len(rows), self.page_size):
+            yield Page(orders=rows[i:i + self.page_size], page_no=i // self.page_size + 1)
+
+    def fetch_order(self, platform_order_id):
+        return self.orders[platform_order_id]
+
+    def ship(self, *a):
+        raise AssertionError("not used")
+
+    def push_stock(self, *a, **k):
+        raise AssertionError("not used")
+
+
+@pytest.fixture
+def shop_id(ctx, ids):
+    redis.Redis.from_url(TEST_REDIS_URL).delete(*[f"oms:sync:shop:{i}" for i in range(1, 10)])
+    shop = db.session.get(Shop, ids["shops"]["A"])
+    shop.sync_checkpoint = None
+    shop.backfill_days = 1
+    db.session.commit()
+    return shop.id
+
+
+def _orders(shop_id):
+    return {o.platform_order_id: o for o in db.session.scalars(select(Order).where(Order.shop_id == shop_id))}
+
+
+def test_first_sync_backfills_and_advances_checkpoint(shop_id):
+    client = ScriptedClient([po(f"T{i}", modified=NOW - dt.timedelta(hours=i)) for i in range(1, 8)])
+    run = sync.sync_shop(shop_id, now=NOW, client=client, sleep=lambda s: None)
+    assert run.status == "success" and (run.fetched, run.created) == (7, 7)
+    assert db.session.get(Shop, shop_id).sync_checkpoint == NOW
+    assert client.calls[0][0] == NOW - dt.timedelta(days=1)
+    assert all(end - start <= client.max_window for start, end in client.calls)
+    order = _orders(shop_id)["T3"]
+    assert order.status == "to_audit" and order.paid_amount == Decimal("99.00")
+    assert order.receiver_phone == "13511112222" and order.lines[0].sku is not None
+
+
+def test_resync_with_no_change_skips_everything(shop_id):
+    client = ScriptedClient([po(f"T{i}") for i in range(5)])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    events = db.session.query(OrderEvent).count()
+    db.session.get(Shop, shop_id).sync_checkpoint = None
+    db.session.commit()
+    run = sync.sync_shop(shop_id, now=NOW, client=client)
+    assert (run.fetched, run.created, run.updated, run.unchanged) == (5, 0, 0, 5)
+    assert db.session.query(OrderEvent).count() == events
+
+
+def test_interrupted_sync_resumes_to_exactly_the_platform_set(shop_id):
+    client = ScriptedClient([po(f"T{i:02d}", modified=NOW - dt.timedelta(minutes=20 * i + 1)) for i in range(60)],
+                            page_size=3)
+    run = sync.sync_shop(shop_id, now=NOW, client=client, stop_after_pages=4)
+    assert run.status == "failed" and run.error == "同步被中断"
+    partial = db.session.get(Shop, shop_id).sync_checkpoint
+    assert partial is None or partial < NOW
+    # The platform keeps changing meanwhile.
+    client.orders["T05"] = po("T05", status="shipped", modified=NOW - dt.timedelta(minutes=1))
+    run = sync.sync_shop(shop_id, now=NOW, client=client)
+    assert run.status == "success"
+    got = _orders(shop_id)
+    platform_ids = set(client.orders)
+    assert platform_ids <= set(got)
+    assert db.session.execute(select(func.count()).select_from(Order).where(
+        Order.shop_id == shop_id, Order.platform_order_id.in_(platform_ids))).scalar() == len(platform_ids)
+    assert got["T05"].status == "shipped"
+    for pid, p in client.orders.items():
+        assert got[pid].platform_hash == sync.payload_hash(p)
+
+
+def test_rate_limit_and_5xx_delay_but_lose_nothing(shop_id):
+    faults = [PlatformError("7", "淘宝接口限流", kind="rate_limit", retry_after=3),
+              PlatformError("500", "服务器错误", kind="server"), None,
+              PlatformError("500", "服务器错误", kind="server")]
+    client = ScriptedClient([po(f"T{i}", modified=NOW - dt.timedelta(hours=i)) for i in range(1, 6)],
+                            faults=faults)
+    slept = []
+    run = sync.sync_shop(shop_id, now=NOW, client=client, sleep=slept.append)
+    assert run.status == "success" and run.created == 5 and run.retries == 3
+    assert 3 in slept  # the ban time was honoured
+
+
+def test_long_ban_ends_the_run_and_defers_the_next(shop_id):
+    client = ScriptedClient([po("T1")], faults=[PlatformError("7", "淘宝接口限流，请 600 秒后重试",
+                                                               kind="rate_limit", retry_after=600)])
+    run = sync.sync_shop(shop_id, now=NOW, client=client, sleep=lambda s: None)
+    shop = db.session.get(Shop, shop_id)
+    assert run.status == "failed" and "限流" in shop.last_sync_error
+    assert shop.sync_not_before is not None and shop.id not in sync.due_shops()
+
+
+def test_auth_error_is_shown_on_the_shop_in_zh(shop_id):
+    client = ScriptedClient([po("T1")], faults=[PlatformError("27", "淘宝会话无效（code 27）：请重新授权店铺",
+                                                               kind="auth")])
+    run = sync.sync_shop(shop_id, now=NOW, client=client, sleep=lambda s: None)
+    assert run.status == "failed" and run.retries == 0
+    assert db.session.get(Shop, shop_id).last_sync_error == "淘宝会话无效（code 27）：请重新授权店铺"
+
+
+def test_resync_never_moves_a_shipped_order_back(shop_id):
+    client = ScriptedClient([po("T1", status="to_audit")])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    order = _orders(shop_id)["T1"]
+    from app.services import order_status
+
+    order_status.apply(order, "audit", source="user")
+    order.carrier_id, order.tracking_number = 1, "SF100"
+    order_status.apply(order, "ship", source="user")
+    db.session.commit()
+    client.orders["T1"] = po("T1", status="to_audit", modified=NOW - dt.timedelta(minutes=5), buyer_message="改")
+    sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=1), client=client)
+    db.session.expire_all()
+    assert _orders(shop_id)["T1"].status == "shipped"
+
+
+def test_platform_refund_holds_then_full_refund_closes(shop_id):
+    client = ScriptedClient([po("T1", status="to_audit", hold_reason="refunding")])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    order = _orders(shop_id)["T1"]
+    assert order.is_held and order.active_hold_reasons == ["refunding"]
+    client.orders["T1"] = po("T1", status="closed", refund_closed=True, modified=NOW - dt.timedelta(minutes=1))
+    sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=1), client=client)
+    db.session.expire_all()
+    order = _orders(shop_id)["T1"]
+    assert order.status == "closed" and not order.is_held
+
+
+def test_unmatched_code_is_stored_with_a_hold(shop_id):
+    p = po("T1")
+    p.lines[0].merchant_code = "UNKNOWN-1"
+    sync.sync_shop(shop_id, now=NOW, client=ScriptedClient([p]))
+    order = _orders(shop_id)["T1"]
+    assert order.lines[0].merchant_code == "UNKNOWN-1" and order.active_hold_reasons == ["unmatched_sku"]
+
+
+def test_two_syncs_of_one_shop_do_not_overlap(shop_id):
+    lock = sync._lock(shop_id)
+    assert lock.acquire()
+    try:
+        with pytest.raises(sync.SyncBusy):
+            sync.sync_shop(shop_id, now=NOW, client=ScriptedClient([po("T1")]))
+    finally:
+        lock.release()
+    assert db.session.query(SyncRun).filter_by(shop_id=shop_id).count() == 0
+
+
+def test_masked_platform_phone_is_kept_not_refused(shop_id):
+    sync.sync_shop(shop_id, now=NOW, client=ScriptedClient([po("T1", receiver_phone="151********")]))
+    assert _orders(shop_id)["T1"].receiver_phone == "151********"
