@@ -41,10 +41,10 @@ def _is_cipher(value: Optional[str]) -> bool:
     return bool(value) and len(value) > 2 and value[0] in "~$#" and value.endswith(value[0])
 
 
-def _plain(order: dict, name: str) -> Optional[str]:
+def _plain(order: dict, name: str, mask: str) -> Optional[str]:
     value = text(order.get(name))
     if _is_cipher(value):
-        return text(order.get(f"{name}_mask"))
+        return text(order.get(mask))
     return value
 
 
@@ -83,10 +83,10 @@ class PddClient(GatewayClient):
             wait = seconds_in(both) or DEFAULT_BAN_SECONDS
             raise PlatformError(code, f"拼多多接口限流，请 {wait:g} 秒后重试", kind="rate_limit",
                                 retry_after=wait, sub_code=sub_code)
-        if code in AUTH_CODES or re.search(r"access_token|client_id|签名|sign", both, re.I):
+        if code in AUTH_CODES or re.search(r"access_token|client_id|签名|\bsign\b", both, re.I):
             if code == "10019" or "access_token" in both:
                 hint = "店铺授权（access_token）无效或已过期：请重新授权店铺"
-            elif re.search(r"签名|sign", both, re.I):
+            elif re.search(r"签名|\bsign\b", both, re.I):
                 hint = "接口签名错误：请检查 Client Secret"
             else:
                 hint = "Client ID 无效：请检查 Client ID"
@@ -192,12 +192,12 @@ def parse_order(o: dict) -> PlatformOrder:
         post_fee=money(o.get("postage")),
         paid_amount=money(o.get("pay_amount")),
         buyer_nick=text(o.get("buyer_nick")),  # not in the order payload of the real API; None then
-        receiver_name=_plain(o, "receiver_name"),
-        receiver_phone=_plain(o, "receiver_phone"),
+        receiver_name=_plain(o, "receiver_name", "receiver_name_mask"),
+        receiver_phone=_plain(o, "receiver_phone", "receiver_phone_mask"),
         receiver_province=text(o.get("province")),
         receiver_city=text(o.get("city")),
         receiver_district=text(o.get("town")),
-        receiver_address=_plain(o, "address") if o.get("address") else _plain(o, "receiver_address"),
+        receiver_address=_plain(o, "address" if o.get("address") else "receiver_address", "receiver_address_mask"),
         buyer_message=text(o.get("buyer_memo")),
         seller_memo=text(o.get("remark")),
         flag=flag(o.get("remark_tag")),
