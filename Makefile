@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 HOST ?= 127.0.0.1
+SANDBOX_PORT ?= 8900
+export OMS_SANDBOX_URL ?= http://127.0.0.1:$(SANDBOX_PORT)
 WEB_WORKERS ?= 2
 export FLASK_APP := run.py
 
@@ -29,11 +31,13 @@ translations: venv
 
 setup: venv translations
 
+# The demo shops sync from the local sandbox (platform stand-ins) started here too.
 run: setup
 	$(BIN)/flask oms init
 	@if [ "$$($(BIN)/flask oms order-count 2>/dev/null | tail -n1)" = "0" ]; then $(BIN)/flask oms demo; fi
-	@echo "店群订单管理：http://$(HOST):$(PORT)/"
+	@echo "店群订单管理：http://$(HOST):$(PORT)/   平台沙箱：$(OMS_SANDBOX_URL)/"
 	@trap 'kill 0' EXIT INT TERM; \
+	  $(BIN)/flask oms sandbox --port $(SANDBOX_PORT) & \
 	  $(BIN)/flask oms worker & \
 	  $(BIN)/flask oms scheduler & \
 	  $(BIN)/gunicorn --workers $(WEB_WORKERS) --bind $(HOST):$(PORT) --access-logfile - run:app

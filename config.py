@@ -117,6 +117,10 @@ class Config:
     }
     OMS_DISPLAY_TZ = "Asia/Shanghai"
 
+    # --- platforms ----------------------------------------------------
+    # Base URL of the local sandbox; the demo shops' gateways point at it.
+    OMS_SANDBOX_URL = os.environ.get("OMS_SANDBOX_URL", "http://127.0.0.1:8900")
+
     # --- domain -------------------------------------------------------
     OMS_MAX_TEXT = 2000  # longest buyer message / memo accepted
 

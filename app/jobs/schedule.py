@@ -6,6 +6,7 @@ from rq.cron import CronScheduler
 from app.jobs.customers import recompute_tiers
 from app.jobs.queue import redis_conn
 from app.jobs.sync import dispatch_due_syncs
+from app.jobs.writeback import sweep_pending_writebacks
 
 
 def build_scheduler() -> CronScheduler:
@@ -14,4 +15,6 @@ def build_scheduler() -> CronScheduler:
     # Each shop has its own interval (60 s in the demo); the dispatcher checks often.
     scheduler.register(dispatch_due_syncs, queue_name="default", interval=15, name="sync-dispatch",
                        result_ttl=600)
+    scheduler.register(sweep_pending_writebacks, queue_name="default", interval=300, name="writeback-sweep",
+                       result_ttl=3600)
     return scheduler

@@ -5,7 +5,7 @@ from .inventory import MOVEMENT_TYPES, Stock, StockMovement, Warehouse
 from .logistics import Carrier
 from .order import (
     EVENT_SOURCES, FLAGS, HOLD_REASONS, ORDER_STATUSES, Order, OrderEvent, OrderHold, OrderLine,
-    PiiAccessLog,
+    PiiAccessLog, WRITEBACK_STATUSES,
 )
 from .product import BundleComponent, Product, Sku
 from .security import OmsUser, user_shop

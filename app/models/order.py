@@ -37,6 +37,8 @@ EVENT_SOURCES = {
     "job": _l("Job"),
 }
 
+WRITEBACK_STATUSES = {"pending": _l("Pending"), "done": _l("Done"), "failed": _l("Failed")}
+
 FLAGS = {0: _l("No flag"), 1: _l("Red"), 2: _l("Yellow"), 3: _l("Green"), 4: _l("Blue"), 5: _l("Purple")}
 
 
@@ -64,6 +66,8 @@ class Order(Model):
         Index("ix_order_platform_modified", "platform_modified_at"),
         Index("ix_order_updated", "updated_at"),
         Index("ix_order_held", "is_held", "status"),
+        Index("ix_order_writeback", "writeback_status"),
+        CheckConstraint("writeback_status IN ('pending','done','failed')", name="ck_order_writeback"),
     )
 
     id = Column(Integer, primary_key=True)
@@ -115,6 +119,10 @@ class Order(Model):
     carrier_id = Column(Integer, ForeignKey("oms_carrier.id"))
     carrier = relationship("Carrier", info=col_info(_l("Carrier")))
     tracking_number = Column(String(64), index=True, info=col_info(_l("Tracking number")))
+    # 发货回传: pending → done, or failed with a zh reason (and retried).
+    writeback_status = Column(String(16), info=col_info(_l("Write-back")))
+    writeback_error = Column(Text, info=col_info(_l("Write-back error")))
+    writeback_at = Column(UTCDateTime, info=col_info(_l("Written back at")))
     customer_id = Column(Integer, ForeignKey("oms_customer.id"), index=True)
     customer = relationship("Customer", back_populates="orders", info=col_info(_l("Customer")))
     is_returning_customer = Column(Boolean, nullable=False, default=False,

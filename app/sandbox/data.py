@@ -88,6 +88,8 @@ for _prov, (_w, _cities) in REGIONS.items():
             PLACES.append((_prov, _city, _d, _zip))
             PLACE_WEIGHTS.append(_w / _n)
 
+PLACE_CUM_WEIGHTS: list[float] = list(__import__("itertools").accumulate(PLACE_WEIGHTS))
+
 ROADS = ["人民路", "解放路", "中山路", "建设路", "和平路", "新华路", "文化路", "幸福路", "长江路",
          "黄河路", "朝阳路", "胜利路", "光明路", "学府路", "滨江路", "科技路", "东风路", "青年路",
          "工业大道", "世纪大道", "环城北路", "南京东路", "文一西路", "天目山路", "育才街", "府前街"]

@@ -29,7 +29,8 @@ def status_tab_counts() -> list[dict]:
     return tabs
 
 
-_ACTION_ZH = {"create": "创建", "edit": "修改", "hold": "挂起", "release": "解除挂起", "reveal": "查看完整信息"}
+_ACTION_ZH = {"create": "创建", "edit": "修改", "hold": "挂起", "release": "解除挂起", "reveal": "查看完整信息",
+              "writeback": "发货回传"}
 
 
 def action_label(action: str | None) -> str:
@@ -47,8 +48,11 @@ def field_label(field: str | None) -> str:
     return str(col.info.get("label", field)) if col is not None else field
 
 
+_WRITEBACK_ZH = {"pending": "待回传", "done": "已回传", "failed": "回传失败"}
+
+
 def value_label(value: str | None) -> str:
     """Old/new values as written in the trail; status codes shown by their zh name."""
     if value is None:
         return ""
-    return STATUS_ZH.get(value, value)
+    return STATUS_ZH.get(value) or _WRITEBACK_ZH.get(value, value)

@@ -89,6 +89,8 @@ def menu_names_for(view_perm_names: set[str]) -> set[str]:
         if view.class_permission_name in view_perm_names:
             names.add(name)
             names.add(category)
+    if "Order" in view_perm_names:
+        names.add("Write-back failures")
     return names
 
 

@@ -44,6 +44,9 @@ def register_views(appbuilder) -> None:
     for view, name, label, category, category_label, icon in MENU:
         appbuilder.add_view(view, name, label=label, icon=icon, category=category,
                             category_label=category_label)
+    appbuilder.add_link("Write-back failures", href="/orderview/list/?_flt_0_writeback_status=failed",
+                        label=_l("Write-back failures"), icon="fa-exclamation-triangle", category="OrderHub",
+                        category_label=_l("Order hub"))
     for view in HIDDEN_VIEWS:
         appbuilder.add_view_no_menu(view)
     for api in APIS:

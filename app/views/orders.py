@@ -12,7 +12,10 @@ from sqlalchemy import inspect
 from wtforms import SelectField
 
 from app.extensions import db
-from app.models import EVENT_SOURCES, FLAGS, HOLD_REASONS, ORDER_STATUSES, PLATFORMS, Order, OrderEvent, OrderHold, OrderLine
+from app.models import (
+    EVENT_SOURCES, FLAGS, HOLD_REASONS, ORDER_STATUSES, PLATFORMS, WRITEBACK_STATUSES, Order, OrderEvent,
+    OrderHold, OrderLine,
+)
 from app.services import columns, order_status, orders as order_service
 from app.services import order_views
 from app.services.errors import DomainError
@@ -24,7 +27,7 @@ ORDER_PERMISSIONS = dict(
     VIEW_METHOD_PERMISSIONS,
     audit_orders="audit", unaudit_orders="audit",
     hold_orders="hold", release_orders="hold",
-    reveal="reveal",
+    reveal="reveal", retry_writeback="write",
 )
 
 
@@ -99,8 +102,9 @@ class OrderView(OmsModelView):
     order_columns = ["platform_order_id", "status", "paid_amount", "cost_amount", "paid_at", "flag"]
     search_columns = ["platform_order_id", "shop", "platform", "status", "is_held", "flag", "buyer_nick",
                       "receiver_phone", "receiver_province", "tracking_number", "carrier", "warehouse",
-                      "is_returning_customer", "paid_at"]
+                      "is_returning_customer", "writeback_status", "paid_at"]
     search_form_extra_fields = {
+        "writeback_status": SelectField(_l("Write-back"), choices=[(k, v) for k, v in WRITEBACK_STATUSES.items()]),
         "status": SelectField(_l("Status"), choices=[(k, v) for k, v in ORDER_STATUSES.items()]),
         "platform": SelectField(_l("Platform"), choices=[(k, v) for k, v in PLATFORMS.items()]),
     }
@@ -113,14 +117,16 @@ class OrderView(OmsModelView):
                                      "receiver_city", "receiver_district", "receiver_address",
                                      "receiver_zip"]}),
         (_l("Messages"), {"fields": ["buyer_message", "seller_memo"]}),
-        (_l("Logistics"), {"fields": ["warehouse", "carrier", "tracking_number"]}),
+        (_l("Logistics"), {"fields": ["warehouse", "carrier", "tracking_number", "writeback_status",
+                                      "writeback_error", "writeback_at"]}),
         (_l("Times"), {"fields": ["platform_created_at", "paid_at", "audited_at", "shipped_at",
                                   "completed_at", "closed_at", "platform_modified_at", "updated_at"]}),
     ]
     edit_columns = ["seller_memo", "flag", "warehouse", "carrier", "tracking_number", "receiver_name",
                     "receiver_phone", "receiver_province", "receiver_city", "receiver_district",
                     "receiver_address", "receiver_zip"]
-    formatters_columns = {"status": _status, "platform": _platform, "flag": _flag}
+    formatters_columns = {"status": _status, "platform": _platform, "flag": _flag,
+                          "writeback_status": lambda v: str(WRITEBACK_STATUSES.get(v, v or ""))}
     related_views = [OrderLineView, OrderHoldView, OrderEventView]
     base_order = ("paid_at", "desc")
 
@@ -197,6 +203,19 @@ class OrderView(OmsModelView):
         uid = g.user.id
         return self._run_batch(items, lambda o: order_status.hold(o, "manual", user_id=uid), "挂起")
 
+    @action("retry_writeback", _l("Retry write-back"), _l("Write the tracking numbers back again?"),
+            "fa-upload")
+    def retry_writeback(self, items):
+        from app.jobs.writeback import enqueue_writeback
+        from app.services import writeback
+
+        ids = [it.id for it in (items if isinstance(items, list) else [items]) if it is not None]
+        queued = writeback.retry_failed(ids)
+        for oid in queued:
+            enqueue_writeback(oid)
+        flash(f"已重新排队回传 {len(queued)} 个订单", "success" if queued else "warning")
+        return redirect(self.get_redirect())
+
     @action("release_orders", _l("Release holds"), _l("Release every hold on the selected orders?"), "fa-play")
     def release_orders(self, items):
         uid = g.user.id
@@ -215,7 +234,8 @@ class OrderApi(OmsModelRestApi):
                     "buyer_nick", "receiver_name", "receiver_phone", "receiver_province", "receiver_city",
                     "receiver_district", "receiver_address", "goods_amount", "paid_amount", "cost_amount",
                     "post_fee", "flag", "seller_memo", "buyer_message", "paid_at", "carrier.name",
-                    "tracking_number", "warehouse.name", "is_returning_customer", "updated_at"]
+                    "tracking_number", "warehouse.name", "is_returning_customer", "writeback_status",
+                    "writeback_error", "updated_at"]
     show_columns = list_columns + ["platform_status", "discount_amount", "receiver_zip", "close_reason",
                                    "platform_created_at", "audited_at", "shipped_at", "completed_at",
                                    "closed_at", "customer.id"]
