@@ -632,7 +632,7 @@ def test_jd_search_sends_signed_param_json_and_pages_backwards():
         Decimal("285.00"), Decimal("299.00"), Decimal("20.00"), Decimal("6.00"))
     assert (order.receiver_name, order.receiver_phone, order.receiver_province, order.receiver_city,
             order.receiver_district, order.receiver_address) == (
-        "王五", "13700137000", "北京", "北京市", "朝阳区", "北京朝阳区建国路 1 号")
+        "王五", "13700137000", "北京", "北京市", "朝阳区", "建国路 1 号")  # the street part; the regions are separate fields
     line = order.lines[0]
     assert (line.platform_line_id, line.merchant_code, line.quantity, line.price) == (
         "100012345678", "SKU-C", 1, Decimal("299.00"))

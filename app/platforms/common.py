@@ -45,6 +45,18 @@ def text(value: Any) -> Optional[str]:
     return value or None
 
 
+def address_detail(address: Optional[str], *regions: Optional[str]) -> Optional[str]:
+    """The street part of an address: drop a leading province / city / district
+    (some gateways send "浙江省 杭州市 西湖区 文三路100号", we store the parts apart)."""
+    if not address:
+        return address
+    rest = address.strip()
+    for region in regions:
+        if region and rest.startswith(region):
+            rest = rest[len(region):].lstrip(" ,，")
+    return rest or address.strip()
+
+
 def money(value: Any) -> Decimal:
     """元 as Decimal with 2 places, from the platform's decimal string (or Decimal)."""
     if value is None or value == "":

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Optional
 
 from . import signing
 from .base import Page, PlatformError, PlatformLine, PlatformOrder
-from .common import (DEFAULT_BAN_SECONDS, GatewayClient, as_list, cn_text, cn_time, integer, money,
+from .common import (DEFAULT_BAN_SECONDS, GatewayClient, address_detail, as_list, cn_text, cn_time, integer, money,
                      seconds_in, text, unique_line_ids)
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,9 @@ def parse_order(o: dict) -> PlatformOrder:
         receiver_province=text(consignee.get("province")),
         receiver_city=text(consignee.get("city")),
         receiver_district=text(consignee.get("county")),
-        receiver_address=text(consignee.get("fullAddress")),
+        receiver_address=address_detail(text(consignee.get("fullAddress")), text(consignee.get("province")),
+                                        text(consignee.get("city")), text(consignee.get("county")),
+                                        text(consignee.get("town"))),
         buyer_message=text(o.get("orderRemark")),
         seller_memo=text(o.get("venderRemark")),
         tracking_number=text(o.get("waybill")),

@@ -20,7 +20,8 @@ from typing import Any, Iterator, Optional
 
 from . import signing
 from .base import Page, PlatformError, PlatformLine, PlatformOrder
-from .common import (DEFAULT_BAN_SECONDS, GatewayClient, as_list, cn_time, flag, integer, money, seconds_in, text,
+from .common import (DEFAULT_BAN_SECONDS, GatewayClient, address_detail, as_list, cn_time, flag, integer, money,
+                     seconds_in, text,
                      unique_line_ids)
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,10 @@ def parse_order(o: dict) -> PlatformOrder:
         receiver_province=text(o.get("province")),
         receiver_city=text(o.get("city")),
         receiver_district=text(o.get("town")),
-        receiver_address=_plain(o, "address" if o.get("address") else "receiver_address", "receiver_address_mask"),
+        # Detail only: ``receiver_address`` when sent, else ``address`` without its region prefix.
+        receiver_address=address_detail(
+            _plain(o, "receiver_address" if o.get("receiver_address") else "address", "receiver_address_mask"),
+            text(o.get("province")), text(o.get("city")), text(o.get("town"))),
         buyer_message=text(o.get("buyer_memo")),
         seller_memo=text(o.get("remark")),
         flag=flag(o.get("remark_tag")),

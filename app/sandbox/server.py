@@ -19,7 +19,7 @@ import time
 from typing import Callable, Optional
 
 from flask import Flask, Response, request
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from . import signing
 from .state import (
@@ -40,8 +40,7 @@ def _dumps(obj) -> str:
 
 
 def _json(obj, status: int = 200) -> Response:
-    return Response(_dumps(obj), status=status, mimetype="application/json",
-                    headers={"Content-Type": "application/json;charset=UTF-8"})
+    return Response(_dumps(obj), status=status, content_type="application/json;charset=UTF-8")
 
 
 def _params() -> dict[str, str]:
@@ -898,7 +897,6 @@ _GATEWAYS: dict[str, Callable] = {"top": top_gateway, "pdd": pdd_gateway, "jd": 
 
 def create_app(state: SandboxState) -> Flask:
     app = Flask("oms_sandbox")
-    app.config["JSON_AS_ASCII"] = False
     app.extensions["sandbox_state"] = state
 
     def gateway(protocol: str) -> Response:
@@ -1044,9 +1042,15 @@ def create_app(state: SandboxState) -> Flask:
     return app
 
 
-def serve_in_thread(state: SandboxState, host: str = "127.0.0.1", port: int = 0):
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args, **kwargs) -> None:
+        pass
+
+
+def serve_in_thread(state: SandboxState, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True):
     """Start the sandbox on a background thread. Returns (base_url, stop)."""
-    server = make_server(host, port, create_app(state), threaded=True)
+    server = make_server(host, port, create_app(state), threaded=True,
+                         request_handler=_QuietHandler if quiet else None)
     thread = threading.Thread(target=server.serve_forever, name="oms-sandbox", daemon=True)
     thread.start()
     base_url = f"http://{host}:{server.server_port}"

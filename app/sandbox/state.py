@@ -20,7 +20,7 @@ import itertools
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, Iterable, Optional, Union
 
 from . import data
@@ -555,11 +555,14 @@ class SandboxState:
         for line in o.lines:
             goods += line.price * line.num
         x = rnd()
-        if x < 0.55 or goods < 2000:
-            o.discount = 0
-        else:
-            o.discount = min(goods // 5, (300, 500, 1000, 2000)[int((x - 0.55) / 0.45 * 4)])
-            self._spread_discount(o)
+        o.discount = 0
+        if x >= 0.55:  # a shop coupon (满减) of at most a fifth of the goods
+            coupon = (300, 500, 1000, 2000)[int((x - 0.55) / 0.45 * 4)]
+            while coupon > goods // 5 and coupon > 300:
+                coupon //= 2
+            if coupon <= goods // 5:
+                o.discount = coupon
+                self._spread_discount(o)
         x = rnd()
         o.post_fee = 0 if x < 0.85 else (500, 800, 1000)[int((x - 0.85) / 0.15 * 3)]
         if top:
