@@ -64,7 +64,15 @@ def test_about_ten_active_shops_across_the_four_platforms(demo_ctx):
     assert 8 <= len(shops) <= 12
     assert {s.platform for s in shops} == {"taobao", "tmall", "jd", "pdd"}
     assert len({s.name for s in shops}) == len(shops)
-    assert all(s.active and s.sync_interval_seconds == 60 and s.gateway_url is None for s in shops)
+    assert all(s.active and s.sync_interval_seconds == 60 for s in shops)
+    # Each demo shop syncs from its twin on the local sandbox, with the twin's credentials.
+    from app.sandbox.state import DEMO_SHOPS
+
+    twins = {t.name: t for t in DEMO_SHOPS}
+    for s in shops:
+        twin = twins[s.name]
+        assert s.sync_enabled and s.gateway_url.endswith(twin.gateway_path)
+        assert (s.app_key, s.app_secret, s.access_token) == (twin.app_key, twin.app_secret, twin.access_token)
 
 
 def test_catalogue_has_about_200_skus_with_sane_prices(demo_ctx):

@@ -43,17 +43,22 @@ class ScriptedClient(PlatformClient):
         self.page_size = page_size
         self.faults = list(faults or [])
         self.calls = []
+        self.call_policy = None
 
     def fetch_changed(self, start, end, page_size=100):
         self.calls.append((start, end))
-        if self.faults:
-            fault = self.faults.pop(0)
-            if fault is not None:
-                raise fault
+        # Like a gateway call: faults go through the engine's retry policy.
+        (self.call_policy or (lambda fn: fn()))(self._maybe_fail)
         rows = sorted((o for o in self.orders.values() if start <= o.modified_at < end),
                       key=lambda o: o.modified_at)
         for i in range(0, len(rows), self.page_size):
             yield Page(orders=rows[i:i + self.page_size], page_no=i // self.page_size + 1)
+
+    def _maybe_fail(self):
+        if self.faults:
+            fault = self.faults.pop(0)
+            if fault is not None:
+                raise fault
 
     def fetch_order(self, platform_order_id):
         return self.orders[platform_order_id]

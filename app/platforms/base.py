@@ -112,6 +112,9 @@ class PlatformClient(abc.ABC):
 
             session = requests.Session()
         self.session = session
+        # Optional wrapper for every gateway call: ``call_policy(fn)`` calls ``fn()``,
+        # retrying retryable PlatformErrors as it sees fit (the sync engine's backoff).
+        self.call_policy = None
 
     @abc.abstractmethod
     def fetch_changed(self, start: dt.datetime, end: dt.datetime, page_size: int = 100) -> Iterator[Page]:

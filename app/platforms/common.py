@@ -163,6 +163,12 @@ class GatewayClient(PlatformClient):
         raise NotImplementedError
 
     def _post(self, form: dict[str, str], api: str) -> dict:
+        """One gateway call, through ``call_policy`` (retries with backoff) when set."""
+        if self.call_policy is not None:
+            return self.call_policy(lambda: self._post_once(form, api))
+        return self._post_once(form, api)
+
+    def _post_once(self, form: dict[str, str], api: str) -> dict:
         host = urlsplit(self.gateway_url).netloc or self.gateway_url
         try:
             resp = self.session.post(self.gateway_url, data=form, timeout=self.timeout,

@@ -25,6 +25,7 @@ from random import Random
 from typing import Optional
 from zoneinfo import ZoneInfo
 
+from flask import current_app
 from sqlalchemy import func, select
 
 from app.extensions import appbuilder, db
@@ -32,6 +33,7 @@ from app.models import (
     BundleComponent, Carrier, Customer, CustomerShop, Order, Product, Shop, Sku,
     Stock, StockMovement, Warehouse,
 )
+from app.sandbox.state import DEMO_SHOPS as SANDBOX_SHOPS
 
 from . import catalog, customers, order_status, orders, setup, shops as shop_rules
 
@@ -418,14 +420,25 @@ def _shops(rng: Random, now: dt.datetime) -> list[Shop]:
     names = [s[0] for s in SHOPS]
     existing = {s.name: s for s in db.session.scalars(select(Shop).where(Shop.name.in_(names)))}
     out = []
+    sandbox_url = (current_app.config.get("OMS_SANDBOX_URL") or "").rstrip("/")
+    sandbox_shops = {s.name: s for s in SANDBOX_SHOPS}
     for name, platform, _cats, _w in SHOPS:
         shop = existing.get(name)
         if shop is None:
             shop = Shop(name=name, platform=platform, platform_shop_id=_digits(rng, 9),
-                        sync_interval_seconds=60, backfill_days=3, active=True, gateway_url=None,
+                        sync_interval_seconds=60, backfill_days=1, active=True, gateway_url=None,
                         created_at=now - dt.timedelta(days=rng.randint(200, 700)))
-            shop_rules.validate_shop(shop)
             db.session.add(shop)
+        twin = sandbox_shops.get(name)
+        if twin is not None and sandbox_url and not shop.app_key:
+            # The demo shop syncs from its twin on the local sandbox (``flask oms sandbox``).
+            shop.app_key, shop.app_secret, shop.access_token = twin.app_key, twin.app_secret, twin.access_token
+            shop.platform_shop_id = twin.seller_nick
+            shop.gateway_url = sandbox_url + twin.gateway_path
+            shop.sync_enabled = True
+        else:
+            shop.sync_enabled = shop.sync_enabled if shop.app_key else False
+        shop_rules.validate_shop(shop)
         out.append(shop)
     return out
 

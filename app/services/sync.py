@@ -236,12 +236,15 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
         raise DomainError(f"店铺不存在：{shop_id}")
     client = client or client_for(shop)
     now = now or utcnow()
+    run_ref: dict = {}
+    client.call_policy = lambda fn: _call_with_retries(fn, run_ref["run"], sleep)
     end_limit = now - client.safety_lag
     start = (shop.sync_checkpoint - client.overlap) if shop.sync_checkpoint else _first_start(shop, now)
     run = SyncRun(shop_id=shop.id, trigger=trigger, status="running", started_at=utcnow(),
                   window_start=start, window_end=end_limit)
     db.session.add(run)
     db.session.commit()
+    run_ref["run"] = run
     skus_by_code = {s.merchant_code: s for s in db.session.scalars(select(Sku))}
     total_windows = max(1, int((end_limit - start) / client.max_window) + 1)
     windows_done = 0
@@ -249,10 +252,10 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
     try:
         while start < end_limit:
             end = min(start + client.max_window, end_limit)
-            # A whole window is fetched before anything is applied, and a failed
-            # window is fetched again from its first page (a generator that raised
-            # cannot be resumed, and a retry must not skip the pages after it).
-            pages = _call_with_retries(lambda: list(client.fetch_changed(start, end)), run, sleep)
+            # Each gateway call is retried in place (client.call_policy); a window is
+            # fetched whole before it is applied, so a call that finally fails leaves
+            # nothing half-applied and the checkpoint where it was.
+            pages = list(client.fetch_changed(start, end))
             for page in pages:
                 for po in page.orders:
                     outcome = apply_platform_order(shop, po, skus_by_code)
