@@ -230,3 +230,16 @@ def test_write_back_failure_is_kept_with_a_zh_reason(sandbox, shops):
     db.session.expire_all()
     order = db.session.get(Order, order.id)
     assert order.writeback_status == "failed" and any("\u4e00" <= ch <= "\u9fff" for ch in order.writeback_error)
+
+
+def test_shipping_seen_on_the_platform_is_not_written_back(ctx, ids):
+    from app.models import Order as O
+
+    order = db.session.get(O, ids["orders"]["3000000000000000002"])  # to_ship
+    order_status.apply(order, "ship_on_platform", source="sync")
+    assert order.writeback_status is None
+    other = db.session.get(O, ids["orders"]["261120-000000000000002"])
+    other.carrier_id, other.tracking_number = 1, "SF9"
+    order_status.apply(other, "ship", source="sync")  # history replayed by import/sync
+    assert other.writeback_status is None
+    db.session.rollback()

@@ -2,6 +2,7 @@
 from .base import PLATFORMS, Model
 from .customer import Customer, CustomerShop
 from .inventory import MOVEMENT_TYPES, Stock, StockMovement, Warehouse
+from .listing import ShopListing
 from .logistics import Carrier
 from .order import (
     EVENT_SOURCES, FLAGS, HOLD_REASONS, ORDER_STATUSES, Order, OrderEvent, OrderHold, OrderLine,
@@ -17,4 +18,5 @@ __all__ = [
     "StockMovement", "MOVEMENT_TYPES", "Carrier", "Customer", "CustomerShop", "Order",
     "OrderLine", "OrderHold", "OrderEvent", "PiiAccessLog", "ORDER_STATUSES", "HOLD_REASONS",
     "EVENT_SOURCES", "FLAGS", "OmsUser", "user_shop", "SyncRun", "SYNC_STATUSES",
+    "ShopListing",
 ]

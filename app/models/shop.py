@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from sqlalchemy import Boolean, CheckConstraint, Column, Integer, String, Text
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import Boolean, CheckConstraint, Column, Integer, Numeric, String, Text, false, func, select
+from sqlalchemy.orm import object_session
 
 from .base import PLATFORMS, Model, col_info
 from .types import EncryptedText, UTCDateTime, utcnow
@@ -17,6 +21,10 @@ class Shop(Model):
         ),
         CheckConstraint("sync_interval_seconds >= 10", name="ck_shop_sync_interval"),
         CheckConstraint("backfill_days >= 0 AND backfill_days <= 90", name="ck_shop_backfill"),
+        CheckConstraint("stock_ratio >= 0 AND stock_ratio <= 1", name="ck_shop_stock_ratio"),
+        CheckConstraint("stock_max IS NULL OR stock_max >= 0", name="ck_shop_stock_max"),
+        CheckConstraint("stock_floor >= 0", name="ck_shop_stock_floor"),
+        CheckConstraint("stock_max IS NULL OR stock_floor <= stock_max", name="ck_shop_stock_floor_le_max"),
     )
 
     id = Column(Integer, primary_key=True)
@@ -40,6 +48,17 @@ class Shop(Model):
     last_sync_error_at = Column(UTCDateTime, info=col_info(_l("Last sync error at")))
     # After a platform ban (rate limit) the scheduler waits until this time.
     sync_not_before = Column(UTCDateTime, info=col_info(_l("Next sync not before")))
+    # 库存同步: the quantity published to each listing is derived from our available
+    # stock with ratio (比例), max (上限) and floor (保底); see services/stock_push.derive.
+    stock_push_enabled = Column(Boolean, nullable=False, default=False, server_default=false(),
+                                info=col_info(_l("Stock push enabled")))
+    stock_ratio = Column(Numeric(5, 2), nullable=False, default=Decimal("1.00"), server_default="1.00",
+                         info=col_info(_l("Stock ratio")))
+    stock_max = Column(Integer, info=col_info(_l("Stock max")))
+    stock_floor = Column(Integer, nullable=False, default=0, server_default="0", info=col_info(_l("Stock floor")))
+    last_stock_push_at = Column(UTCDateTime, info=col_info(_l("Last stock push")))
+    last_stock_push_error = Column(Text, info=col_info(_l("Last stock push error")))
+    last_stock_push_error_at = Column(UTCDateTime, info=col_info(_l("Last stock push error at")))
     active = Column(Boolean, nullable=False, default=True, index=True, info=col_info(_l("Active")))
     created_at = Column(UTCDateTime, nullable=False, default=utcnow, info=col_info(_l("Created at")))
 
@@ -49,6 +68,23 @@ class Shop(Model):
         if self.sync_checkpoint is None:
             return None
         return max(0, int((utcnow() - self.sync_checkpoint).total_seconds()))
+
+    @property
+    def stock_push_lag_seconds(self):
+        """now − the oldest stock change not yet on the platform, over this shop's listings
+        (None when every listing is up to date or the shop does not push stock)."""
+        session = object_session(self)
+        if not self.stock_push_enabled or session is None or self.id is None:
+            return None
+        from .listing import ShopListing
+
+        oldest = session.scalar(select(func.min(ShopListing.push_pending_since))
+                                .where(ShopListing.shop_id == self.id, ShopListing.sku_id.is_not(None)))
+        if oldest is None:
+            return None
+        if oldest.tzinfo is None:  # SQLite aggregate: no type processing
+            oldest = dt.datetime.fromisoformat(str(oldest)).replace(tzinfo=dt.timezone.utc)
+        return max(0, int((utcnow() - oldest).total_seconds()))
 
     @property
     def platform_label(self) -> str:

@@ -143,7 +143,7 @@ def apply(order: Order, action: str, *, source: str = "user", user_id: Optional[
     from .orders import update_customer_spend
 
     update_customer_spend(order, old, t.target)
-    if action == "ship":  # shipped here: the platform must be told (发货回传)
+    if action == "ship" and source not in ("sync", "import"):  # shipped here: tell the platform (发货回传)
         from .writeback import mark_pending
 
         mark_pending(order)

@@ -1,4 +1,4 @@
-"""Row scope: a user sees only the orders, customers and shops of their shops.
+"""Row scope: a user sees only the orders, customers, shops and listings of their shops.
 
 One mechanism, applied centrally: a SQLAlchemy ``do_orm_execute`` hook adds
 ``with_loader_criteria`` for every scoped entity to every ORM statement (select,
@@ -26,7 +26,9 @@ _explicit: contextvars.ContextVar = contextvars.ContextVar("oms_scope", default=
 
 
 def _criteria(shop_ids: frozenset[int]):
-    from app.models import Customer, CustomerShop, Order, OrderEvent, OrderHold, OrderLine, Shop, SyncRun
+    from app.models import (
+        Customer, CustomerShop, Order, OrderEvent, OrderHold, OrderLine, Shop, ShopListing, SyncRun,
+    )
 
     ids = sorted(shop_ids) or [-1]
 
@@ -43,6 +45,7 @@ def _criteria(shop_ids: frozenset[int]):
             select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
         with_loader_criteria(CustomerShop, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
         with_loader_criteria(SyncRun, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
+        with_loader_criteria(ShopListing, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
         with_loader_criteria(Customer, lambda cls: cls.id.in_(
             select(CustomerShop.customer_id).where(CustomerShop.shop_id.in_(ids))), include_aliases=True),
     ]
