@@ -106,6 +106,8 @@ class Config:
     FAB_API_SWAGGER_UI = True
     FAB_API_MAX_PAGE_SIZE = 500
     OMS_ADMIN_PASSWORD = os.environ.get("OMS_ADMIN_PASSWORD", "")
+    # Number of reverse proxies in front of the web processes (0: none).
+    OMS_PROXY_COUNT = int(os.environ.get("OMS_PROXY_COUNT", "0") or 0)
 
     # --- language -----------------------------------------------------
     BABEL_DEFAULT_LOCALE = "zh"
@@ -120,6 +122,9 @@ class Config:
     # --- platforms ----------------------------------------------------
     # Base URL of the local sandbox; the demo shops' gateways point at it.
     OMS_SANDBOX_URL = os.environ.get("OMS_SANDBOX_URL", "http://127.0.0.1:8900")
+    # Extra gateway hosts a shop may point at (host:port, comma-separated). Shops
+    # send their access token to the gateway, so it is never free text.
+    OMS_ALLOWED_GATEWAY_HOSTS = os.environ.get("OMS_ALLOWED_GATEWAY_HOSTS", "")
 
     # --- domain -------------------------------------------------------
     OMS_MAX_TEXT = 2000  # longest buyer message / memo accepted

@@ -24,6 +24,7 @@ def create_app(config: object | None = None, **overrides) -> Flask:
         init.init_appbuilder(app)
         init.init_views(app)
     init.init_jinja(app)
+    init.init_proxy(app)
     init.init_security_headers(app)
     init.init_errors(app)
     init.init_cli(app)

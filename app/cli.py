@@ -139,3 +139,66 @@ def sandbox_cmd(host, port, seed):
     from app.sandbox.server import run
 
     run(host=host, port=port, seed=seed)
+
+
+@oms.command("print")
+@click.option("--status", default="to_ship", show_default=True, type=click.Choice(["to_ship", "shipped"]),
+              help="订单状态（待发货 to_ship，补打已发货 shipped）")
+@click.option("--shop", "shops", multiple=True, help="店铺名称或 ID，可多次指定；默认全部店铺")
+@click.option("--limit", default=500, show_default=True, type=click.IntRange(1, 500), help="最多打印多少个订单")
+@click.option("--documents", default="label,packing_list", show_default=True,
+              help="单据：label（面单）、packing_list（发货单），逗号分隔")
+@click.option("--user", "username", default="admin", show_default=True,
+              help="以该用户打印：只能打印其店铺的订单，并记入敏感信息查看记录")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="输出的 PDF 文件")
+def print_cmd(status, shops, limit, documents, username, out):
+    """Print waybill labels and packing lists of orders into one PDF (label + packing list per order)."""
+    import os
+
+    from sqlalchemy import or_, select
+
+    from app.extensions import appbuilder, db
+    from app.models import Order, Shop
+    from app.services import printing
+    from app.services.errors import DomainError
+    from app.services.scope import as_user
+
+    user = appbuilder.sm.find_user(username=username)
+    if user is None:
+        raise click.ClickException(f"用户不存在：{username}")
+    with as_user(user.id):
+        query = select(Order.id).where(Order.status == status, Order.is_held.is_(False))
+        if shops:
+            numbers = [int(s) for s in shops if s.isdigit()]
+            found = db.session.execute(
+                select(Shop.id, Shop.name).where(or_(Shop.name.in_(shops), Shop.id.in_(numbers)))).all()
+            known = {name for _, name in found} | {str(sid) for sid, _ in found}
+            missing = [s for s in shops if s not in known]
+            if missing:
+                raise click.ClickException("店铺不存在或无权访问：" + "、".join(missing))
+            query = query.where(Order.shop_id.in_([sid for sid, _ in found]))
+        ids = list(db.session.scalars(query.order_by(Order.paid_at, Order.id).limit(limit)))
+        if not ids:
+            raise click.ClickException("没有符合条件的订单")
+        partial = out + ".part"
+        with click.progressbar(length=len(ids), label=f"打印 {len(ids)} 个订单") as bar:
+            state = {"done": 0}
+
+            def progress(done, total, message=None):
+                bar.update(done - state["done"])
+                state["done"] = done
+
+            def deliver(pdf):
+                with open(partial, "wb") as fh:
+                    fh.write(pdf)
+
+            try:
+                pdf = printing.render_orders(ids, documents=documents, user_id=user.id,
+                                             progress=progress, deliver=deliver)
+                os.replace(partial, out)
+            except DomainError as exc:
+                raise click.ClickException(exc.message) from None
+            finally:
+                if os.path.exists(partial):
+                    os.remove(partial)
+    click.echo(f"已打印 {len(ids)} 个订单，共 {printing.page_count(pdf)} 页：{out}")

@@ -49,6 +49,7 @@ def init_database(app: Flask) -> None:
     from app import models  # noqa: F401  (register every table on the metadata)
     from app.extensions import db, migrate
     from app.services import scope  # noqa: F401  (installs the row-scope hook)
+    from app.services import stock_push  # noqa: F401  (stock changes mark listings for 库存同步)
 
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     if uri.startswith("postgres://"):
@@ -100,6 +101,16 @@ def init_jinja(app: Flask) -> None:
 
     app.jinja_env.filters["oms_time"] = format_time
     app.jinja_env.filters["oms_money"] = format_money
+
+
+def init_proxy(app: Flask) -> None:
+    """Behind N reverse proxies (OMS_PROXY_COUNT), trust their X-Forwarded-* headers, so
+    login limits and PII access logs see the client's address, not the proxy's."""
+    count = int(app.config.get("OMS_PROXY_COUNT") or 0)
+    if count > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
 
 
 def init_security_headers(app: Flask) -> None:

@@ -23,6 +23,8 @@ def make_app(db_path, **overrides):
         REDIS_URL=TEST_REDIS_URL,
         WTF_CSRF_ENABLED=False,
         RATELIMIT_ENABLED=False,
+        # Test sandboxes listen on random loopback ports.
+        OMS_ALLOWED_GATEWAY_HOSTS="127.0.0.1",
     )
     settings.update(overrides)
     return create_app(config.TestConfig, **settings)

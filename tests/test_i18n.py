@@ -34,6 +34,8 @@ PAGES = [
     "/carrierview/list/",
     "/shopview/list/",
     "/shopview/add",
+    "/shoplistingview/list/",
+    "/shoplistingview/add",
     "/warehouseview/add",
     "/jobs/",
     "/piiaccesslogview/list/",

@@ -111,3 +111,20 @@ def test_customer_spend_follows_payment_and_closing(ctx, ids):
     assert customer.total_spent == before + order.paid_amount
     order_status.apply(order, "cancel", reason="买家取消")
     assert customer.total_spent == before
+
+
+@pytest.mark.parametrize("status,action", [("pending_payment", "pay"), ("shipped", "complete"),
+                                           ("to_audit", "ship_on_platform")])
+def test_users_cannot_fake_what_happens_on_the_platform(ctx, ids, status, action):
+    order = _order(ids, status)
+    with pytest.raises(IllegalTransition, match="平台同步或导入"):
+        order_status.apply(order, action, source="user")
+    assert order.status == status
+
+
+def test_api_refuses_user_payment(app, ids, login):
+    oid = ids["orders"]["3000000000000000003"]
+    resp = login("cs").post(f"/api/v1/order/{oid}/transition", json={"action": "pay"})
+    assert resp.status_code == 409
+    with app.app_context():
+        assert db.session.get(Order, oid).status == "pending_payment"

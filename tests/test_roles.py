@@ -26,6 +26,7 @@ READ = {
     ("/shopview/list/", "/api/v1/shop/"): {"admin", "ops", "finance"},
     ("/piiaccesslogview/list/", "/api/v1/pii_access_log/"): {"admin"},
     ("/syncrunview/list/", "/api/v1/sync_run/"): {"admin", "ops"},
+    ("/shoplistingview/list/", "/api/v1/shop_listing/"): {"admin", "ops", "warehouse"},
     ("/jobs/", None): {"admin"},
     ("/users/list/", None): {"admin"},
     ("/roles/list/", None): {"admin"},
@@ -141,3 +142,8 @@ def test_admin_sets_a_users_shops_in_the_ui_and_scope_follows(app, ids, login):
     assert resp.status_code == 302
     rows = login("cs").get("/api/v1/order/?q=(page_size:100)").json["result"]
     assert {r["shop"]["id"] for r in rows} == {ids["shops"]["B"]}
+
+
+@pytest.mark.parametrize("role", ["ops", "cs", "warehouse", "finance"])
+def test_every_role_reaches_its_own_profile(app, login, role):
+    assert login(role).get("/users/userinfo/").status_code == 200

@@ -88,3 +88,33 @@ def test_open_redirect_after_login_is_refused(app):
     client = app.test_client()
     resp = client.post("/login/?next=https://evil.example.com/", data={"username": "ops", "password": world.PASSWORD})
     assert resp.status_code == 302 and "evil.example.com" not in resp.headers["Location"]
+
+
+def test_cookie_authenticated_api_writes_need_the_csrf_token(db_path, ids):
+    app = make_app(db_path, WTF_CSRF_ENABLED=True)
+    client = app.test_client()
+    token = _csrf(client.get("/login/").get_data(as_text=True))
+    client.post("/login/", data={"username": "ops", "password": world.PASSWORD, "csrf_token": token})
+    oid = ids["orders"][ORDER_A1]
+    assert client.put(f"/api/v1/order/{oid}", json={"seller_memo": "跨站"}).status_code == 400
+    assert client.post(f"/api/v1/order/{oid}/transition", json={"action": "audit"}).status_code == 400
+    assert client.get(f"/api/v1/order/{oid}").status_code == 200  # reads need no token
+    page = client.get("/orderview/list/").get_data(as_text=True)
+    resp = client.put(f"/api/v1/order/{oid}", json={"seller_memo": "本站"}, headers={"X-CSRFToken": _csrf(page)})
+    assert resp.status_code == 200
+    with app.app_context():
+        order = db.session.get(Order, oid)
+        assert order.seller_memo == "本站" and order.status == "to_audit"
+
+
+def test_a_shop_gateway_cannot_point_at_an_arbitrary_host(app, ids, login):
+    ops = login("ops")
+    resp = ops.put(f"/api/v1/shop/{ids['shops']['A']}", json={"gateway_url": "http://10.0.0.5:9999/steal"})
+    assert resp.status_code == 422 and "允许列表" in resp.json["message"]
+    resp = ops.put(f"/api/v1/shop/{ids['shops']['A']}",
+                   json={"gateway_url": "https://eco.taobao.com/router/rest"})
+    assert resp.status_code == 200
+    with app.app_context():
+        from app.models import Shop
+
+        assert db.session.get(Shop, ids["shops"]["A"]).gateway_url == "https://eco.taobao.com/router/rest"

@@ -207,3 +207,26 @@ def test_two_syncs_of_one_shop_do_not_overlap(shop_id):
 def test_masked_platform_phone_is_kept_not_refused(shop_id):
     sync.sync_shop(shop_id, now=NOW, client=ScriptedClient([po("T1", receiver_phone="151********")]))
     assert _orders(shop_id)["T1"].receiver_phone == "151********"
+
+
+def test_resync_updates_lines_cost_holds_and_spend(shop_id):
+    two = [PlatformLine(platform_line_id="1", title="T恤", quantity=1, price=Decimal("49.00"),
+                        paid_amount=Decimal("49.00"), merchant_code="TS-BLK-L"),
+           PlatformLine(platform_line_id="2", title="T恤白", quantity=1, price=Decimal("50.00"),
+                        paid_amount=Decimal("50.00"), merchant_code="TS-WHT-M")]
+    client = ScriptedClient([po("T1", lines=two)])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    order = _orders(shop_id)["T1"]
+    spent = order.customer.total_spent
+    assert order.cost_amount == Decimal("49.00")  # 25 + 24
+    changed = [two[0], PlatformLine(platform_line_id="3", title="新品", quantity=2, price=Decimal("10.00"),
+                                    paid_amount=Decimal("20.00"), merchant_code="UNKNOWN-9")]
+    client.orders["T1"] = po("T1", lines=changed, paid_amount=Decimal("69.00"),
+                             modified=NOW - dt.timedelta(minutes=1))
+    sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=1), client=client)
+    db.session.expire_all()
+    order = _orders(shop_id)["T1"]
+    assert sorted(ln.platform_line_id for ln in order.lines) == ["1", "3"]
+    assert order.cost_amount == Decimal("25.00")
+    assert "unmatched_sku" in order.active_hold_reasons
+    assert order.customer.total_spent == spent - Decimal("99.00") + Decimal("69.00")

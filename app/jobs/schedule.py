@@ -5,6 +5,7 @@ from rq.cron import CronScheduler
 
 from app.jobs.customers import recompute_tiers
 from app.jobs.queue import redis_conn
+from app.jobs.stock_push import push_due_job
 from app.jobs.sync import dispatch_due_syncs
 from app.jobs.writeback import sweep_pending_writebacks
 
@@ -17,4 +18,5 @@ def build_scheduler() -> CronScheduler:
                        result_ttl=600)
     scheduler.register(sweep_pending_writebacks, queue_name="default", interval=300, name="writeback-sweep",
                        result_ttl=3600)
+    scheduler.register(push_due_job, queue_name="sync", interval=10, name="stock-push", result_ttl=600)
     return scheduler

@@ -24,8 +24,22 @@ def enqueue_writeback(order_id: int):
         return None
 
 
+def _job_alive(order_id: int) -> bool:
+    from rq.job import Job
+
+    from app.jobs.queue import redis_conn
+
+    try:
+        job = Job.fetch(f"writeback-{order_id}", connection=redis_conn())
+    except Exception:
+        return False
+    return job.get_status(refresh=True) in ("queued", "started", "deferred", "scheduled")
+
+
 def sweep_pending_writebacks() -> dict:
-    ids = writeback.stale_pending()
+    """Queue pending write-backs whose job was lost; never a second job for one
+    that is still queued or waiting for its retry (that would reset its retries)."""
+    ids = [oid for oid in writeback.stale_pending() if not _job_alive(oid)]
     for oid in ids:
         enqueue_writeback(oid)
     return {"requeued": ids}

@@ -121,6 +121,13 @@ def editable(model, columns: Iterable[str], grant: ColumnGrant | None = None) ->
     return out
 
 
+def form_editable(model, columns_: Iterable[str], grant: ColumnGrant | None = None) -> list[str]:
+    """Columns an HTML form may carry: never PII. A form pre-fills its inputs, which
+    would show the plaintext without a logged reveal; PII is changed through the
+    API (blind write) by users who may reveal it."""
+    return [c for c in editable(model, columns_, grant) if column_scope(model, c) != "pii"]
+
+
 def hidden_columns(model, grant: ColumnGrant | None = None) -> set[str]:
     grant = grant or current_grant()
     return {

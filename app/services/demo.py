@@ -33,6 +33,10 @@ from app.models import (
     BundleComponent, Carrier, Customer, CustomerShop, Order, Product, Shop, Sku,
     Stock, StockMovement, Warehouse,
 )
+from app.sandbox.data import (  # one source of demo reference data for the demo and the sandbox
+    BUYER_MESSAGES, CATEGORIES, COMMUNITIES, COMPOUND_SURNAMES, GIVEN_CHARS, NICK_ADJ, NICK_NOUN, NICK_PINYIN,
+    OFFICES, PHONE_PREFIXES, PRICE_STEP, ROADS, SELLER_MEMOS, SURNAMES,
+)
 from app.sandbox.state import DEMO_SHOPS as SANDBOX_SHOPS
 
 from . import catalog, customers, order_status, orders, setup, shops as shop_rules
@@ -64,29 +68,6 @@ MESSAGE_SHARE = 0.15
 class DemoExists(Exception):
     """The database already has orders and ``force`` was not given."""
 
-
-# --- embedded reference data ---------------------------------------------------
-SURNAMES = (
-    "王王王李李李张张张刘刘陈陈杨杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董"
-    "袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷"
-    "侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
-)
-COMPOUND_SURNAMES = ["欧阳", "上官", "司马", "诸葛"]
-GIVEN_CHARS = (
-    "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红鹏飞斌浩宇轩子涵梓欣怡诗雨佳琪"
-    "晨阳思睿博文嘉俊一诺雪婷晓东海燕春梅建国志强丹凯琳晶颖慧铭泽昊然可馨若曦书瑶天佑亦辰"
-)
-NICK_ADJ = ["快乐的", "爱吃鱼的", "安静的", "小小", "甜甜的", "会飞的", "迷糊的", "元气", "温柔的", "努力的"]
-NICK_NOUN = ["猫", "小熊", "兔子", "橙子", "鱼", "星星", "云朵", "布丁", "柠檬", "大白", "团子", "饭团"]
-NICK_PINYIN = ["xiaoyu", "lele", "tiantian", "mumu", "nana", "ahua", "dabao", "xiaomi", "kiki",
-               "sunny", "momo", "jiajia", "yoyo", "lucky", "coco", "doudou"]
-
-PHONE_PREFIXES = [
-    "130", "131", "132", "133", "134", "135", "136", "137", "138", "139", "150", "151", "152",
-    "153", "155", "156", "157", "158", "159", "166", "170", "173", "175", "176", "177", "178",
-    "180", "181", "182", "183", "184", "185", "186", "187", "188", "189", "191", "193", "195",
-    "198", "199",
-]
 
 # province: (order weight, nearest warehouse code, {city: [districts]})
 REGIONS: dict[str, tuple[int, str, dict[str, list[str]]]] = {
@@ -150,13 +131,6 @@ REGIONS: dict[str, tuple[int, str, dict[str, list[str]]]] = {
     "西藏自治区": (1, "CD01", {"拉萨市": ["城关区", "堆龙德庆区", "达孜区"],
                                "日喀则市": ["桑珠孜区", "江孜县"]}),
 }
-ROADS = ["人民路", "解放路", "中山路", "建设路", "和平路", "新华路", "文化路", "幸福路", "长江路",
-         "黄河路", "朝阳路", "胜利路", "光明路", "学府路", "滨江路", "科技路", "东风路", "青年路",
-         "工业大道", "世纪大道", "环城北路", "南京东路", "文一西路", "天目山路", "育才街", "府前街"]
-COMMUNITIES = ["阳光花园", "锦绣华庭", "翠苑小区", "金色家园", "碧桂园", "万科城", "绿城桂花园",
-               "滨江花园", "明珠苑", "书香名邸", "幸福里", "和平新村", "枫林湾", "香樟园", "紫金苑",
-               "世纪新城", "龙湖春江郦城", "保利香槟国际", "恒大名都", "融创玖玺台"]
-OFFICES = ["国际大厦", "科技园", "创业大厦", "金融中心", "软件园", "商务中心"]
 
 WAREHOUSES = [
     # code, name, province, city, address, contact, phone, priority
@@ -182,14 +156,6 @@ SHOPS = [
     ("潮品工厂店", "pdd", ["FZ", "SM"], 10),
 ]
 
-CATEGORIES = {
-    "FZ": ("服装鞋包", "新款 宽松百搭 舒适透气"),
-    "SP": ("食品", "休闲零食 办公室囤货 新鲜直发"),
-    "MZ": ("美妆个护", "官方正品 温和不刺激"),
-    "JJ": ("家居日用", "家用 简约现代 耐用"),
-    "SM": ("数码配件", "适用苹果华为小米"),
-    "MY": ("母婴", "宝宝用品 安全无添加"),
-}
 # category, product name, base sale price, cost ratio, weight kg, spec axes
 PRODUCTS = [
     ("FZ", "纯棉圆领短袖T恤", 59, 0.40, 0.25, [("颜色", ["黑色", "白色", "灰色"]), ("尺码", ["M", "L", "XL"])]),
@@ -247,8 +213,6 @@ PRODUCTS = [
     ("MY", "婴儿手口湿巾80抽", 29.9, 0.50, 1.00, [("规格", ["3包装", "6包装"])]),
     ("MY", "儿童316保温水杯", 89, 0.40, 0.40, [("颜色", ["粉色", "蓝色"])]),
 ]
-# Axes whose later options cost (and weigh) more: factor per step.
-PRICE_STEP = {"规格": 0.7, "尺寸": 0.15, "容量": 0.3, "长度": 0.2}
 # category, bundle product name, how many bundle SKUs (15 in all)
 BUNDLES = [
     ("SP", "零食礼包组合装", 3),
@@ -260,12 +224,6 @@ BUNDLES = [
     ("MY", "母婴囤货组合装", 1),
 ]
 
-BUYER_MESSAGES = ["请尽快发货，谢谢", "不要放快递柜，送货上门", "送人的，不要放价格单", "能发顺丰吗？运费可以补",
-                  "工作日白天家里没人，请放门卫", "麻烦检查一下再发，上次有破损", "颜色别发错哦",
-                  "包装好一点，谢谢", "生日礼物，周五前能到吗", "请附赠小样，谢谢老板"]
-SELLER_MEMOS = ["已备注赠品：小样×2", "客户要求顺丰，已补运费差价", "老客户，发货前电话确认",
-                "换色：改发黑色", "已联系买家确认地址", "加急，优先发货", "开电子发票，抬头见聊天记录",
-                "买家要求分开包装"]
 CLOSE_REASONS = ["买家取消", "买家取消", "超时未付款，交易自动关闭", "买家不想买了",
                  "信息填写错误，重新拍", "拍错了/多拍了"]
 HOLD_NOTES = {

@@ -80,14 +80,15 @@ def _guard_platform_only(order: Order, kw: dict) -> None:
 TRANSITIONS: dict[str, Transition] = {
     t.name: t
     for t in [
-        Transition("pay", "付款", frozenset({"pending_payment"}), "to_audit", stamp="paid_at"),
+        # Payment and completion happen on the platform: sync/import only.
+        Transition("pay", "付款", frozenset({"pending_payment"}), "to_audit", _guard_platform_only, "paid_at"),
         Transition("audit", "审单", frozenset({"to_audit"}), "to_ship", _guard_audit, "audited_at"),
         Transition("unaudit", "反审核", frozenset({"to_ship"}), "to_audit"),
         Transition("ship", "发货", frozenset({"to_ship"}), "shipped", _guard_ship, "shipped_at"),
         # The seller shipped in the platform's own back-end: sync/import only.
         Transition("ship_on_platform", "平台发货", frozenset({"to_audit", "to_ship"}), "shipped",
                    _guard_platform_only, "shipped_at"),
-        Transition("complete", "完成", frozenset({"shipped"}), "completed", stamp="completed_at"),
+        Transition("complete", "完成", frozenset({"shipped"}), "completed", _guard_platform_only, "completed_at"),
         Transition("cancel", "取消", frozenset({"pending_payment", "to_audit", "to_ship"}), "closed",
                    _guard_close, "closed_at"),
         # Closed after a full refund, before or after shipping.

@@ -12,7 +12,7 @@ from .order_status import STATUS_ZH, TRANSITIONS
 ACTION_PERMISSION = {
     "audit": "audit", "unaudit": "audit",
     "cancel": "write", "refund_close": "write",
-    "ship": "write", "complete": "write", "pay": "write",
+    "ship": "write",
 }
 
 

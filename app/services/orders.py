@@ -81,13 +81,20 @@ def _clean(name: str, value: Any) -> Any:
     return check_text(value, name, label, limit)
 
 
+PII_EVENT_NOTE = "收货信息已修改（敏感内容不记录）"
+
+
 def _display(name: str, value: Any) -> Optional[str]:
-    """How a value is written into the audit trail: PII only masked."""
-    if value is None:
+    """How a value is written into the audit trail. Buyer PII is not written at all:
+    the trail is readable by roles that may not read PII, and even a mask leaks
+    most of a phone number."""
+    if value is None or name in PII_FIELDS:
         return None
-    if name in PII_FIELDS:
-        return columns.present(Order, name, value, columns.ColumnGrant.nothing())
     return str(value)
+
+
+def event_note(name: str) -> Optional[str]:
+    return PII_EVENT_NOTE if name in PII_FIELDS else None
 
 
 def update_fields(order: Order, changes: dict, *, source: str = "user",
@@ -108,7 +115,8 @@ def update_fields(order: Order, changes: dict, *, source: str = "user",
             order.receiver_phone_hash = crypto.phone_index(value)
         db.session.add(OrderEvent(order=order, action="edit", field=name, source=source,
                                   user_id=user_id, old_value=_display(name, old),
-                                  new_value=_display(name, value), created_at=utcnow()))
+                                  new_value=_display(name, value), note=event_note(name),
+                                  created_at=utcnow()))
         changed.append(name)
     return changed
 

@@ -36,6 +36,7 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Carrier": [R, W],
         "Shop": [R, W, "can_sync"],
         "SyncRun": [R],
+        "ShopListing": [R, W],
         COLUMN_SCOPE_VIEW: [PERM_FINANCE, PERM_PII],
     },
     ROLE_CS: {
@@ -54,6 +55,7 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Stock": [R],
         "Warehouse": [R, W],
         "Carrier": [R, W],
+        "ShopListing": [R],
         COLUMN_SCOPE_VIEW: [PERM_PII],
     },
     ROLE_FINANCE: {
@@ -69,14 +71,13 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
 }
 # Everyone who logs in may see and edit their own profile and password.
 SELF_SERVICE = [
-    ("can_userinfo", "UserDBModelView"),
+    ("can_userinfo", "OmsUserDBModelView"),
     ("can_this_form_get", "ResetMyPasswordView"),
     ("can_this_form_post", "ResetMyPasswordView"),
     ("can_this_form_get", "UserInfoEditView"),
     ("can_this_form_post", "UserInfoEditView"),
-    ("resetmypassword", "UserDBModelView"),
-    ("userinfoedit", "UserDBModelView"),
-    ("menu_access", "Security"),
+    ("resetmypassword", "OmsUserDBModelView"),
+    ("userinfoedit", "OmsUserDBModelView"),
 ]
 
 
@@ -118,8 +119,6 @@ def seed_roles() -> list[str]:
         for perm, view in wanted:
             pv = sm.find_permission_view_menu(perm, view)
             if pv is None:
-                if view == "Security" or view in ("UserDBModelView",):
-                    continue
                 pv = sm.add_permission_view_menu(perm, view)
             if pv is not None and pv not in role.permissions:
                 sm.add_permission_role(role, pv)
@@ -139,6 +138,8 @@ def ensure_admin(password: str | None) -> list[str]:
     generated = not password
     password = password or secrets.token_urlsafe(12)
     user = sm.add_user("admin", "系统", "管理员", "admin@example.com", sm.find_role(ROLE_ADMIN), password)
+    if not user:  # FAB logs the cause and returns False
+        raise RuntimeError("创建管理员 admin 失败，请检查数据库是否已迁移（flask db upgrade）")
     user.all_shops = True
     db.session.commit()
     if generated:

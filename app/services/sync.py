@@ -142,6 +142,8 @@ def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict) -> None:
         if isinstance(old, Decimal) and new is not None:
             new = Decimal(new).quantize(Decimal("0.01"))
         if old != new and new is not None:
+            if name == "paid_amount" and order.customer is not None and order.status in orders.SPEND_STATUSES:
+                order.customer.total_spent = (order.customer.total_spent or Decimal("0")) + new - (old or 0)
             setattr(order, name, new)
             if name == "receiver_phone":
                 from . import crypto
@@ -150,7 +152,8 @@ def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict) -> None:
             if name not in ("platform_modified_at", "platform_status"):
                 db.session.add(OrderEvent(order=order, action="edit", field=name, source="sync",
                                           old_value=orders._display(name, old),
-                                          new_value=orders._display(name, new), created_at=utcnow()))
+                                          new_value=orders._display(name, new),
+                                          note=orders.event_note(name), created_at=utcnow()))
     by_id = {line.platform_line_id: line for line in order.lines}
     for pl in po.lines:
         line = by_id.get(pl.platform_line_id)
@@ -164,8 +167,19 @@ def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict) -> None:
         else:
             line.quantity, line.price, line.paid_amount = pl.quantity, pl.price, pl.paid_amount
             line.refund_status = pl.refund_status
+    wanted = {pl.platform_line_id for pl in po.lines}
+    for line in list(order.lines):
+        if line.platform_line_id not in wanted:  # the platform dropped it (delete-orphan)
+            order.lines.remove(line)
+    order.cost_amount = sum((ln.cost_price * ln.quantity for ln in order.lines), Decimal("0.00"))
     if po.tracking_number and not order.tracking_number:
         order.tracking_number = po.tracking_number
+
+
+def _hold_unmatched(order: Order) -> None:
+    unmatched = sorted({ln.merchant_code or "（空）" for ln in order.lines if ln.sku_id is None and ln.sku is None})
+    if unmatched and order.status in order_status.HOLDABLE and "unmatched_sku" not in order.active_hold_reasons:
+        order_status.hold(order, "unmatched_sku", source="sync", note="商家编码未匹配：" + "、".join(unmatched))
 
 
 def apply_platform_order(shop: Shop, po: PlatformOrder, skus_by_code: dict) -> str:
@@ -187,6 +201,8 @@ def apply_platform_order(shop: Shop, po: PlatformOrder, skus_by_code: dict) -> s
     order.platform_hash = digest
     _advance_status(order, po)
     _apply_holds(order, po)
+    if outcome == "updated":
+        _hold_unmatched(order)
     if po.refund_closed and order.status in order_status.HOLDABLE:
         order_status.apply(order, "refund_close", source="sync", reason="平台全额退款")
     return outcome

@@ -44,6 +44,10 @@ _PENDING_KEY = "oms_writeback_orders"
 
 @event.listens_for(Session, "after_commit")
 def _queue_after_commit(session) -> None:
+    # SQLAlchemy also fires after_commit when a savepoint is released: wait for the
+    # outermost commit, or a fast worker would find the order not yet pending.
+    if session.in_nested_transaction():
+        return
     orders = session.info.pop(_PENDING_KEY, None)
     if not orders:
         return
@@ -73,6 +77,22 @@ def carrier_code(order: Order) -> str:
 def write_back(order_id: int, *, final_attempt: bool = True) -> str:
     """Call the platform for one order. Returns done/failed; raises PlatformError when a
     retry is worthwhile and this is not the final attempt."""
+    from app.jobs.queue import redis_conn
+
+    # One call per order at a time, whoever queued it (job, sweeper, retry button).
+    lock = redis_conn().lock(f"oms:writeback:{order_id}", timeout=120, blocking=False)
+    if not lock.acquire():
+        return "skipped"
+    try:
+        return _write_back_locked(order_id, final_attempt)
+    finally:
+        try:
+            lock.release()
+        except Exception:
+            pass
+
+
+def _write_back_locked(order_id: int, final_attempt: bool) -> str:
     with as_scope(None):
         order = db.session.get(Order, order_id)
         if order is None or order.writeback_status not in ("pending", "failed"):

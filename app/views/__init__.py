@@ -9,6 +9,7 @@ from .catalog import BundleComponentApi, BundleComponentView, ProductApi, Produc
 from .customers import CustomerApi, CustomerOrderView, CustomerView
 from .inventory import StockApi, StockMovementApi, StockMovementView, StockView, WarehouseApi, WarehouseView
 from .jobs import JobsView
+from .listings import ShopListingApi, ShopListingView
 from .logistics import CarrierApi, CarrierView
 from .orders import (
     OrderApi, OrderEventApi, OrderEventView, OrderHoldApi, OrderHoldView, OrderLineApi, OrderLineView,
@@ -28,6 +29,7 @@ MENU = [
     (StockView, "Stock", _l("Stock"), "Inventory", _l("Inventory"), "fa-archive"),
     (StockMovementView, "Stock movements", _l("Stock movements"), "Inventory", _l("Inventory"), "fa-exchange"),
     (WarehouseView, "Warehouses", _l("Warehouses"), "Inventory", _l("Inventory"), "fa-building"),
+    (ShopListingView, "Stock push", _l("Stock push"), "Inventory", _l("Inventory"), "fa-upload"),
     (CarrierView, "Carriers", _l("Carriers"), "Logistics", _l("Logistics"), "fa-truck"),
     (ShopView, "Shops", _l("Shops"), "Settings", _l("Settings"), "fa-shopping-bag"),
     (SyncRunView, "Sync runs", _l("Sync runs"), "Settings", _l("Settings"), "fa-exchange"),
@@ -37,7 +39,7 @@ MENU = [
 HIDDEN_VIEWS = [OrderLineView, OrderHoldView, CustomerOrderView]
 APIS = [OrderApi, OrderLineApi, OrderHoldApi, OrderEventApi, CustomerApi, ProductApi, SkuApi,
         BundleComponentApi, WarehouseApi, StockApi, StockMovementApi, CarrierApi, ShopApi, PiiAccessLogApi,
-        SyncRunApi]
+        SyncRunApi, ShopListingApi]
 
 
 def register_views(appbuilder) -> None:

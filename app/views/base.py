@@ -8,7 +8,7 @@ They add, once for all views:
 * typed domain errors mapped to flash messages / HTTP codes with zh text.
 
 Row scope needs nothing here: it is applied to every ORM query by
-services/scope.py. ``tests/test_scope_matrix.py`` checks every registered
+services/scope.py. ``tests/test_scope.py`` checks every registered
 view and API derives from these classes.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ class _ColumnScoped:
         self.slot = "_scoped_" + name
 
     def _keep(self):
-        return columns.editable if self.kind == "edit" else columns.readable
+        return columns.form_editable if self.kind == "edit" else columns.readable
 
     def __get__(self, obj, owner=None):
         if obj is None:
@@ -86,7 +86,7 @@ class _ScopedForm:
         return self._prune(self.form_cls.refresh(*args, **kwargs))
 
     def _prune(self, form):
-        allowed = set(columns.editable(self.model, list(form._fields)))
+        allowed = set(columns.form_editable(self.model, list(form._fields)))
         for name in list(form._fields):
             if name not in allowed and name != "csrf_token":
                 del form[name]
@@ -211,7 +211,32 @@ class OmsModelView(ModelView):
 
     def _list(self, **kwargs):
         self._refuse_unreadable_filters()
+        self._refuse_unreadable_ordering()
         return super()._list(**kwargs)
+
+    def _show(self, pk):
+        self._refuse_unreadable_ordering()
+        return super()._show(pk)
+
+    def _edit(self, pk):
+        self._refuse_unreadable_ordering()
+        return super()._edit(pk)
+
+    def _refuse_unreadable_ordering(self):
+        """FAB sorts by any ``_oc_<View>=column`` without checking ``order_columns``;
+        sorting by a hidden column (cost) would leak its ranking. This view's and its
+        related views' sort columns must be readable and offered for sorting."""
+        from flask_appbuilder.urltools import get_order_args
+
+        views = {type(self).__name__: self}
+        views.update({type(v).__name__: v for v in (self._related_views or [])})
+        for name, (column, _direction) in get_order_args().items():
+            view = views.get(name)
+            if view is None or not column:
+                continue
+            allowed = view.order_columns or []
+            if column not in allowed or not columns.readable(view.datamodel.obj, [column]):
+                abort(403)
 
     def _refuse_unreadable_filters(self):
         from flask_appbuilder.urltools import get_filter_args
@@ -221,6 +246,22 @@ class OmsModelView(ModelView):
         for flt in self._filters.filters:
             if not columns.readable(model, [flt.column_name]):
                 abort(403)
+
+
+def _csrf_for_browser_sessions():
+    """FAB exempts its API blueprints from CSRF, yet ``allow_browser_login`` accepts
+    the session cookie: a cookie-authenticated write must carry the CSRF token
+    (``X-CSRFToken`` header), as a page form would. Token (JWT) clients are unaffected."""
+    from flask import current_app
+
+    if request.method in ("GET", "HEAD", "OPTIONS") or not current_app.config.get("WTF_CSRF_ENABLED", True):
+        return None
+    if request.headers.get("Authorization"):
+        return None
+    from app.extensions import csrf
+
+    csrf.protect()
+    return None
 
 
 class OmsModelRestApi(ModelRestApi):
@@ -237,6 +278,11 @@ class OmsModelRestApi(ModelRestApi):
         labels.update(type(self).__dict__.get("label_columns") or {})
         self.label_columns = labels
         super().__init__()
+
+    def create_blueprint(self, appbuilder, *args, **kwargs):
+        blueprint = super().create_blueprint(appbuilder, *args, **kwargs)
+        blueprint.before_request(_csrf_for_browser_sessions)
+        return blueprint
 
     # responses -----------------------------------------------------------
     def pre_get(self, data):

@@ -258,8 +258,11 @@ class OrderApi(OmsModelRestApi):
             return self.response(403, message=f"无权写入字段：{'、'.join(bad)}")
         if not request.is_json or not isinstance(request.json, dict):
             return self.response_400(message="请求体必须是 JSON 对象")
+        # The schema (and OpenAPI) names relations "carrier"/"warehouse"; accept both.
+        body = {({"carrier": "carrier_id", "warehouse": "warehouse_id"}.get(k, k)): v
+                for k, v in request.json.items()}
         try:
-            changed = order_service.edit_order(int(pk), request.json, user_id=g.user.id)
+            changed = order_service.edit_order(int(pk), body, user_id=g.user.id)
         except DomainError as exc:
             return self.response(exc.status_code, **exc.to_dict())
         order = order_service.get_order(int(pk))

@@ -27,15 +27,19 @@ class ShopView(OmsModelView):
     edit_title = _l("Edit shop")
     method_permission_name = dict(VIEW_METHOD_PERMISSIONS, sync_now="sync")
     list_columns = ["name", "platform", "active", "sync_enabled", "sync_interval_seconds", "sync_lag_seconds",
-                    "last_sync_success_at", "last_sync_error", "last_sync_error_at"]
-    label_columns = {"sync_lag_seconds": _l("Sync lag (s)")}
+                    "last_sync_success_at", "last_sync_error", "last_sync_error_at", "stock_push_enabled",
+                    "stock_push_lag_seconds", "last_stock_push_error"]
+    label_columns = {"sync_lag_seconds": _l("Sync lag (s)"), "stock_push_lag_seconds": _l("Stock push lag (s)")}
     show_columns = ["name", "platform", "platform_shop_id", "app_key", "gateway_url", "token_expires_at",
                     "active", "sync_enabled", "sync_interval_seconds", "backfill_days", "sync_checkpoint",
                     "sync_lag_seconds", "last_sync_success_at", "last_sync_error", "last_sync_error_at",
-                    "sync_not_before", "created_at"]
+                    "sync_not_before", "stock_push_enabled", "stock_ratio", "stock_max", "stock_floor",
+                    "last_stock_push_at", "stock_push_lag_seconds", "last_stock_push_error",
+                    "last_stock_push_error_at", "created_at"]
     # Secrets are write-only: the form shows empty password fields; blank keeps the old value.
     add_columns = ["name", "platform", "platform_shop_id", "app_key", "new_app_secret", "new_access_token",
-                   "gateway_url", "active", "sync_enabled", "sync_interval_seconds", "backfill_days"]
+                   "gateway_url", "active", "sync_enabled", "sync_interval_seconds", "backfill_days",
+                   "stock_push_enabled", "stock_ratio", "stock_max", "stock_floor"]
     edit_columns = add_columns
     search_columns = ["name", "platform", "active", "sync_enabled"]
     add_form_extra_fields = edit_form_extra_fields = {
@@ -45,7 +49,8 @@ class ShopView(OmsModelView):
         "new_access_token": PasswordField(_l("Access token"), validators=[OptionalV()],
                                           description=_l("Leave blank to keep the current value")),
     }
-    formatters_columns = {"platform": _platform, "sync_lag_seconds": format_plain}
+    formatters_columns = {"platform": _platform, "sync_lag_seconds": format_plain,
+                          "stock_push_lag_seconds": format_plain}
     base_order = ("name", "asc")
 
     @action("sync_now", _l("Sync now"), None, "fa-refresh")
@@ -88,10 +93,13 @@ class ShopApi(OmsModelRestApi):
     class_permission_name = "Shop"
     list_columns = ["id", "name", "platform", "platform_shop_id", "active", "sync_enabled",
                     "sync_interval_seconds", "backfill_days", "sync_checkpoint", "sync_lag_seconds",
-                    "last_sync_success_at", "last_sync_error", "last_sync_error_at", "gateway_url"]
+                    "last_sync_success_at", "last_sync_error", "last_sync_error_at", "gateway_url",
+                    "stock_push_enabled", "stock_ratio", "stock_max", "stock_floor", "last_stock_push_at",
+                    "stock_push_lag_seconds", "last_stock_push_error", "last_stock_push_error_at"]
     show_columns = list_columns + ["app_key", "token_expires_at", "created_at"]
     add_columns = ["name", "platform", "platform_shop_id", "app_key", "gateway_url", "active", "sync_enabled",
-                   "sync_interval_seconds", "backfill_days"]
+                   "sync_interval_seconds", "backfill_days", "stock_push_enabled", "stock_ratio", "stock_max",
+                   "stock_floor"]
     edit_columns = add_columns
     search_columns = ["name", "platform", "active"]
 
