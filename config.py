@@ -122,6 +122,8 @@ class Config:
     # --- platforms ----------------------------------------------------
     # Base URL of the local sandbox; the demo shops' gateways point at it.
     OMS_SANDBOX_URL = os.environ.get("OMS_SANDBOX_URL", "http://127.0.0.1:8900")
+    # The sandbox's seed: the demo derives its shops' listings from the same seed.
+    OMS_SANDBOX_SEED = int(os.environ.get("OMS_SANDBOX_SEED", "20261125"))
     # Extra gateway hosts a shop may point at (host:port, comma-separated). Shops
     # send their access token to the gateway, so it is never free text.
     OMS_ALLOWED_GATEWAY_HOSTS = os.environ.get("OMS_ALLOWED_GATEWAY_HOSTS", "")

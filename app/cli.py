@@ -133,12 +133,12 @@ def sync_cmd(shops):
 @oms.command("sandbox")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8900, show_default=True, type=int)
-@click.option("--seed", default=20261125, show_default=True, type=int)
+@click.option("--seed", default=None, type=int, help="随机种子，默认 OMS_SANDBOX_SEED（与演示数据一致）")
 def sandbox_cmd(host, port, seed):
     """Run the local platform sandbox (Taobao/Tmall TOP, Pinduoduo, JD) for demo and tests."""
     from app.sandbox.server import run
 
-    run(host=host, port=port, seed=seed)
+    run(host=host, port=port, seed=seed if seed is not None else current_app.config["OMS_SANDBOX_SEED"])
 
 
 @oms.command("print")

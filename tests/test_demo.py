@@ -334,3 +334,13 @@ def test_same_seed_gives_same_data_on_any_day_and_force_adds_orders(tmp_path):
             on_hand[(m.warehouse_id, m.sku_id)] += m.on_hand_delta
         assert all(on_hand[(s.warehouse_id, s.sku_id)] == s.on_hand for s in db.session.scalars(select(Stock)))
         assert any("已存在，跳过" in line for line in report)
+
+
+def test_demo_shops_have_their_sandbox_listings_with_stock_push_on(demo_ctx):
+    from app.models import Shop, ShopListing
+
+    shops = _all(Shop)
+    assert all(s.stock_push_enabled for s in shops)
+    listings = _all(ShopListing)
+    assert len(listings) >= len(shops) * 10
+    assert sum(1 for x in listings if x.sku_id is not None) >= 0.9 * len(listings)

@@ -401,6 +401,33 @@ def _shops(rng: Random, now: dt.datetime) -> list[Shop]:
     return out
 
 
+def _listings(shops) -> list[str]:
+    """Each demo shop's listings as its sandbox twin has them (the sandbox builds them
+    deterministically from its seed), matched to our SKUs, with stock push on."""
+    from app.sandbox.state import SandboxState
+
+    from . import stock_push
+
+    twins = {s.name: s for s in SANDBOX_SHOPS}
+    if not any(shop.app_key and shop.name in twins for shop in shops):
+        return []
+    state = SandboxState(seed=current_app.config["OMS_SANDBOX_SEED"], rate_per_minute=0)
+    total = matched = 0
+    for shop in shops:
+        twin = twins.get(shop.name)
+        if twin is None or shop.app_key != twin.app_key:
+            continue
+        rows = [lst.to_dict() for lst in state.book(twin.app_key).listings.values()]
+        counts = stock_push.upsert_listings(shop.id, rows)
+        total += len(rows)
+        matched += counts["matched"]
+        if not shop.stock_push_enabled:
+            shop.stock_push_enabled = True
+            shop.stock_ratio, shop.stock_floor = Decimal("0.80"), 2
+    db.session.commit()
+    return [f"店铺商品：{total} 个（已匹配 SKU {matched} 个），库存同步已开启（比例 0.8，保底 2）"]
+
+
 def _catalog(rng: Random, gen: _Gen, now: dt.datetime) -> tuple[int, int, int]:
     """Products, SKUs and bundles (get-or-create by code). Returns (products, skus, bundles) added."""
     have_products = {p.code: p for p in db.session.scalars(select(Product))}
@@ -895,6 +922,7 @@ def create_demo(order_count: int = 5000, force: bool = False, seed: int = 202611
         db.session.rollback()
         raise
     report += setup.seed_carriers()
+    report += _listings(shops)
 
     # Preload the catalogue once: plain values for planning, Sku objects for create_order.
     skus = db.session.scalars(select(Sku).where(Sku.active.is_(True))).all()
