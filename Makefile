@@ -11,7 +11,7 @@ export OMS_SANDBOX_URL ?= http://127.0.0.1:$(SANDBOX_PORT)
 WEB_WORKERS ?= 2
 export FLASK_APP := run.py
 
-.PHONY: run test setup venv translations services worker scheduler web stop-redis clean
+.PHONY: run test setup venv translations fonts services worker scheduler web stop-redis clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "需要 Python 3.11（$(PY)）"; exit 1; }
@@ -29,7 +29,18 @@ venv: $(VENV)/.installed
 translations: venv
 	$(BIN)/pybabel -q compile -f -d app/translations
 
-setup: venv translations
+# Printing (issue #6) needs a TrueType CJK font (Noto CJK's CFF outlines do not work
+# with xhtml2pdf); the print tests decode barcodes with zbar on pages from pdftoppm.
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+APT_PACKAGES := fonts-wqy-microhei libzbar0 poppler-utils
+fonts:
+	@if [ ! -f $(CJK_FONT) ] || ! ldconfig -p | grep -q libzbar.so.0 || ! command -v pdftoppm >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES) \
+	  || { $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); }; \
+	fi
+
+setup: fonts venv translations
 
 # The demo shops sync from the local sandbox (platform stand-ins) started here too.
 run: setup

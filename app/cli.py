@@ -198,6 +198,8 @@ def print_cmd(status, shops, limit, documents, username, out):
                 os.replace(partial, out)
             except DomainError as exc:
                 raise click.ClickException(exc.message) from None
+            except OSError as exc:
+                raise click.ClickException(f"无法写入 {out}：{exc.strerror or exc}") from None
             finally:
                 if os.path.exists(partial):
                     os.remove(partial)
