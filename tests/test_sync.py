@@ -76,6 +76,7 @@ def shop_id(ctx, ids):
     shop = db.session.get(Shop, ids["shops"]["A"])
     shop.sync_checkpoint = None
     shop.backfill_days = 1
+    shop.app_key = "scripted"  # shops without credentials are never scheduled
     db.session.commit()
     return shop.id
 
@@ -147,6 +148,7 @@ def test_long_ban_ends_the_run_and_defers_the_next(shop_id):
     shop = db.session.get(Shop, shop_id)
     assert run.status == "failed" and "限流" in shop.last_sync_error
     assert shop.sync_not_before is not None and shop.id not in sync.due_shops()
+    assert shop.id in sync.due_shops(now=shop.sync_not_before + dt.timedelta(seconds=61))
 
 
 def test_auth_error_is_shown_on_the_shop_in_zh(shop_id):

@@ -243,3 +243,31 @@ def test_shipping_seen_on_the_platform_is_not_written_back(ctx, ids):
     order_status.apply(other, "ship", source="sync")  # history replayed by import/sync
     assert other.writeback_status is None
     db.session.rollback()
+
+
+def test_new_sandbox_order_arrives_through_the_scheduled_path(sandbox, shops, app, login):
+    """Dispatcher (what the scheduler runs every 15 s) → RQ worker → order in the list:
+    a shop whose interval has passed is queued and synced without anyone acting."""
+    from app.jobs.sync import dispatch_due_syncs, sync_state
+    from app.jobs.worker import AppWorker
+
+    base, _ = sandbox
+    conn = redis.Redis.from_url(TEST_REDIS_URL)
+    conn.flushdb()
+    shop = db.session.get(Shop, shops["taobao"])
+    shop.sync_checkpoint = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
+    db.session.commit()
+    created = _seed(base, TWINS["taobao"], 1)[0]
+    time.sleep(1.1)
+    queued = dispatch_due_syncs()["queued"]
+    assert shops["taobao"] in queued
+    assert sync_state(shops["taobao"]) == "排队中"
+    assert dispatch_due_syncs()["queued"] == []  # already queued: not twice
+    AppWorker.flask_app = app
+    AppWorker(["sync"], connection=conn).work(burst=True)
+    db.session.expire_all()
+    assert created["order_id"] in _ours(shops["taobao"])
+    assert shops["taobao"] not in dispatch_due_syncs()["queued"]  # it just ran: next in 60 s
+    html = login("ops").get("/orderview/list/").get_data(as_text=True)
+    assert created["order_id"] in html
+    conn.flushdb()

@@ -22,12 +22,12 @@ def job_id_for(shop_id: int) -> str:
 
 
 def enqueue_sync(shop_id: int, trigger: str = "schedule", user_id=None):
-    """Queue a sync of one shop unless one is already queued or running."""
+    """Queue a sync of one shop; None when one is already queued or running."""
     jid = job_id_for(shop_id)
     try:
         existing = Job.fetch(jid, connection=redis_conn())
         if existing.get_status(refresh=True) in ("queued", "started", "deferred", "scheduled"):
-            return existing
+            return None
     except Exception:
         pass
     if sync.is_syncing(shop_id):
@@ -41,3 +41,17 @@ def enqueue_sync(shop_id: int, trigger: str = "schedule", user_id=None):
 def dispatch_due_syncs() -> dict:
     queued = [sid for sid in sync.due_shops() if enqueue_sync(sid) is not None]
     return {"queued": queued}
+
+
+def sync_state(shop_id: int) -> str:
+    """What the shop list shows about a sync in progress: 同步中 45% / 排队中 / ''."""
+    try:
+        job = Job.fetch(job_id_for(shop_id), connection=redis_conn())
+        status = job.get_status(refresh=True)
+    except Exception:
+        return ""
+    if status == "started":
+        return f"同步中 {int(job.meta.get('progress', 0))}%"
+    if status in ("queued", "deferred", "scheduled"):
+        return "排队中"
+    return ""

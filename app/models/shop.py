@@ -63,6 +63,13 @@ class Shop(Model):
     created_at = Column(UTCDateTime, nullable=False, default=utcnow, info=col_info(_l("Created at")))
 
     @property
+    def sync_state(self) -> str:
+        """A sync of this shop queued or running, with its progress (from the job)."""
+        from app.jobs.sync import sync_state
+
+        return sync_state(self.id) if self.id else ""
+
+    @property
     def sync_lag_seconds(self):
         """now − checkpoint: how far behind the platform this shop's orders are."""
         if self.sync_checkpoint is None:

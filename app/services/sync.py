@@ -329,6 +329,7 @@ def due_shops(now: Optional[dt.datetime] = None) -> list[int]:
     due = []
     with as_scope(None):
         for shop in db.session.scalars(select(Shop).where(Shop.active.is_(True), Shop.sync_enabled.is_(True),
+                                                          Shop.app_key.isnot(None), Shop.app_key != "",
                                                           Shop.platform.in_(("taobao", "tmall", "pdd", "jd")))):
             if shop.sync_not_before and shop.sync_not_before > now:
                 continue

@@ -26,10 +26,12 @@ class ShopView(OmsModelView):
     add_title = _l("Add shop")
     edit_title = _l("Edit shop")
     method_permission_name = dict(VIEW_METHOD_PERMISSIONS, sync_now="sync")
-    list_columns = ["name", "platform", "active", "sync_enabled", "sync_interval_seconds", "sync_lag_seconds",
+    list_columns = ["name", "platform", "active", "sync_enabled", "sync_state", "sync_interval_seconds",
+                    "sync_lag_seconds",
                     "last_sync_success_at", "last_sync_error", "last_sync_error_at", "stock_push_enabled",
                     "stock_push_lag_seconds", "last_stock_push_error"]
-    label_columns = {"sync_lag_seconds": _l("Sync lag (s)"), "stock_push_lag_seconds": _l("Stock push lag (s)")}
+    label_columns = {"sync_lag_seconds": _l("Sync lag (s)"), "stock_push_lag_seconds": _l("Stock push lag (s)"),
+                     "sync_state": _l("Sync in progress")}
     show_columns = ["name", "platform", "platform_shop_id", "app_key", "gateway_url", "token_expires_at",
                     "active", "sync_enabled", "sync_interval_seconds", "backfill_days", "sync_checkpoint",
                     "sync_lag_seconds", "last_sync_success_at", "last_sync_error", "last_sync_error_at",
