@@ -18,9 +18,10 @@ def col_info(label, scope: str | None = None, **extra) -> dict:
     """Column metadata read by the views, the API and exports.
 
     ``label`` is the UI name (a lazy msgid, translated by our zh catalogue).
-    ``scope`` tags a column ``finance`` (cost, profit) or ``pii`` (receiver name,
-    phone, address); column scope hides or masks it for roles without the
-    matching permission, everywhere, through one mechanism (services/columns.py).
+    ``scope`` tags a column ``finance`` (cost, profit), ``pii`` (receiver name,
+    phone, address) or ``all_shops`` (aggregates over every shop); column scope
+    hides or masks it for users without the matching permission or row scope,
+    everywhere, through one mechanism (services/columns.py).
     """
     info = {"label": label}
     if scope:

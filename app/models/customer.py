@@ -23,11 +23,13 @@ class Customer(Model):
     buyer_nick = Column(String(100), index=True, info=col_info(_l("Buyer nick")))
     province = Column(String(32), info=col_info(_l("Province")))
     city = Column(String(32), info=col_info(_l("City")))
-    first_order_at = Column(UTCDateTime, info=col_info(_l("First order")))
-    last_order_at = Column(UTCDateTime, index=True, info=col_info(_l("Last order")))
-    order_count = Column(Integer, nullable=False, default=0, info=col_info(_l("Orders")))
-    total_spent = Column(Money, nullable=False, default=ZERO, info=col_info(_l("Total spent")))
-    tier = Column(String(16), info=col_info(_l("Customer tier")))
+    # Aggregates over every shop: readable only by users who see all shops
+    # (column scope "all_shops"), or they would reveal other shops' sales.
+    first_order_at = Column(UTCDateTime, info=col_info(_l("First order"), "all_shops"))
+    last_order_at = Column(UTCDateTime, index=True, info=col_info(_l("Last order"), "all_shops"))
+    order_count = Column(Integer, nullable=False, default=0, info=col_info(_l("Orders"), "all_shops"))
+    total_spent = Column(Money, nullable=False, default=ZERO, info=col_info(_l("Total spent"), "all_shops"))
+    tier = Column(String(16), info=col_info(_l("Customer tier"), "all_shops"))
     note = Column(Text, info=col_info(_l("Note")))
     created_at = Column(UTCDateTime, nullable=False, default=utcnow, info=col_info(_l("Created at")))
     shops = relationship("Shop", secondary="oms_customer_shop", viewonly=True, info=col_info(_l("Shops")))

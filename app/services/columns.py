@@ -27,25 +27,32 @@ SCOPE_PERM = {"finance": PERM_FINANCE, "pii": PERM_PII}
 
 
 class ColumnGrant:
-    """What one user may do with tagged columns."""
+    """What one user may do with tagged columns.
 
-    def __init__(self, finance: bool, pii: bool, reveal: bool):
+    Besides ``finance`` and ``pii`` there is ``all_shops``: aggregates computed
+    over every shop (a customer's total order count and spend) are readable only
+    by users who see every shop; a shop-limited user would learn about the
+    other shops' sales from them.
+    """
+
+    def __init__(self, finance: bool, pii: bool, reveal: bool, all_shops: bool = True):
         self.finance = finance
         self.pii = pii or reveal
         self.reveal = reveal
+        self.all_shops = all_shops
 
     @classmethod
     def everything(cls) -> "ColumnGrant":
-        return cls(True, True, True)
+        return cls(True, True, True, True)
 
     @classmethod
     def nothing(cls) -> "ColumnGrant":
-        return cls(False, False, False)
+        return cls(False, False, False, False)
 
     def may_read(self, scope: str | None) -> bool:
         if scope is None:
             return True
-        return {"finance": self.finance, "pii": self.pii}.get(scope, False)
+        return {"finance": self.finance, "pii": self.pii, "all_shops": self.all_shops}.get(scope, False)
 
 
 def grant_for_user(user) -> ColumnGrant:
@@ -55,13 +62,14 @@ def grant_for_user(user) -> ColumnGrant:
         return ColumnGrant.nothing()
     sm = appbuilder.sm
     perms = set()
+    all_shops = bool(getattr(user, "all_shops", False))
     for role in user.roles:
         if role.name == sm.auth_role_admin:
-            return ColumnGrant.everything()
+            return ColumnGrant(True, True, True, all_shops)
         for pv in role.permissions:
             if pv.view_menu and pv.view_menu.name == COLUMN_SCOPE_VIEW:
                 perms.add(pv.permission.name)
-    return ColumnGrant(PERM_FINANCE in perms, PERM_PII in perms, PERM_REVEAL in perms)
+    return ColumnGrant(PERM_FINANCE in perms, PERM_PII in perms, PERM_REVEAL in perms, all_shops)
 
 
 _job_grant = None
