@@ -10,6 +10,8 @@ This first version reads the plaintext fields the sandbox serves; decryption
 """
 from __future__ import annotations
 
+import abc
+
 import datetime as dt
 import json
 import logging
@@ -158,9 +160,9 @@ class GatewayClient(PlatformClient):
     def _now(self) -> dt.datetime:
         return dt.datetime.now(CN_TZ)
 
-    # Subclasses: raise PlatformError for an error payload.
-    def _check_error(self, payload: Any, api: str) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _check_error(self, payload: Any, api: str) -> None:
+        """Raise PlatformError for an error payload (each platform has its own shape)."""
 
     def _post(self, form: dict[str, str], api: str) -> dict:
         """One gateway call, through ``call_policy`` (retries with backoff) when set."""

@@ -20,7 +20,7 @@ class DomainError(Exception):
 
 
 class ValidationError(DomainError):
-    pass
+    """Bad input: the message names the field, row or column to fix."""
 
 
 class IllegalTransition(DomainError):

@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -240,10 +241,8 @@ def sync_shop(shop_id: int, *, trigger: str = "schedule", now: Optional[dt.datet
         with as_scope(None):
             return _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_pages)
     finally:
-        try:
+        with contextlib.suppress(Exception):  # expired: another run may hold it now
             lock.release()
-        except Exception:  # expired: another run may hold it now
-            pass
 
 
 def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_pages) -> SyncRun:
@@ -320,7 +319,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
 
 
 class _Interrupted(Exception):
-    pass
+    """Raised by ``stop_after_pages`` (tests, benchmarks) to cut a run short."""
 
 
 def due_shops(now: Optional[dt.datetime] = None) -> list[int]:

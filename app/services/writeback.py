@@ -8,6 +8,7 @@ at commit time) are re-queued by the sweeper.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Optional
 
@@ -86,10 +87,8 @@ def write_back(order_id: int, *, final_attempt: bool = True) -> str:
     try:
         return _write_back_locked(order_id, final_attempt)
     finally:
-        try:
+        with contextlib.suppress(Exception):  # expired: nothing to release
             lock.release()
-        except Exception:
-            pass
 
 
 def _write_back_locked(order_id: int, final_attempt: bool) -> str:
