@@ -204,3 +204,18 @@ def print_cmd(status, shops, limit, documents, username, out):
                 if os.path.exists(partial):
                     os.remove(partial)
     click.echo(f"已打印 {len(ids)} 个订单，共 {printing.page_count(pdf)} 页：{out}")
+
+
+@oms.command("stock-check")
+def stock_check_cmd():
+    """Prove every stock row equals the sums of its movements (库存对账); exit 1 on a mismatch."""
+    from app.services import stock
+
+    mismatches = stock.check_ledger()
+    if not mismatches:
+        click.echo("库存对账通过：所有库存与流水合计一致")
+        return
+    click.echo(f"库存对账失败：{len(mismatches)} 条库存与流水合计不一致", err=True)
+    for m in mismatches:
+        click.echo("  " + m.zh(), err=True)
+    raise SystemExit(1)

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from app.extensions import appbuilder, db
 from app.models import Carrier, Product, Shop, Sku, Warehouse
-from app.services import order_status, orders
+from app.services import order_status, orders, stock
 from app.services.setup import ROLE_CS, ROLE_FINANCE, ROLE_OPS, ROLE_WAREHOUSE
 
 PASSWORD = "Test-pass-123"
@@ -25,6 +25,8 @@ USERS = {
     "warehouse": (ROLE_WAREHOUSE, None),
     "finance": (ROLE_FINANCE, None),
 }
+
+OPENING_STOCK = 1000  # per SKU in 杭州仓, through the stock ledger
 
 PHONE_A1 = "13812341234"
 PHONE_B1 = "13998765432"
@@ -46,7 +48,11 @@ def build() -> dict:
             cost_price=Decimal("24.00"), sale_price=Decimal("79.00"), weight_kg=Decimal("0.3")),
     ]
     db.session.add_all(skus)
-    db.session.add(Warehouse(code="HZ", name="杭州仓", province="浙江省", city="杭州市", priority=1))
+    hz = Warehouse(code="HZ", name="杭州仓", province="浙江省", city="杭州市", priority=1)
+    db.session.add(hz)
+    db.session.commit()
+    for sku in skus:  # opening stock, through the ledger
+        stock.inbound(hz.id, sku.id, OPENING_STOCK, source_ref="期初", note="测试期初库存")
     db.session.commit()
 
     sm = appbuilder.sm

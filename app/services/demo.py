@@ -818,24 +818,26 @@ def _create_one(gen: _Gen, now: dt.datetime, plan: dict, sku_data: dict,
     hold_at = None
     last = paid or created
 
+    # History: the opening stock (_stock) is what is left after these orders, so their
+    # transitions move no stock (stock=False).
     if status in ("to_ship", "shipped", "completed"):
         order.warehouse_id = wh_ids[REGIONS[person["province"]][1]]
         order.audited_at = times["audit"] = tl.after(imported, 5, 360)
-        order_status.apply(order, "audit", source="sync")
+        order_status.apply(order, "audit", source="sync", stock=False)
     if status in ("shipped", "completed"):
         carrier = _weighted(rng, CARRIER_WEIGHTS.get(platform, CARRIER_WEIGHTS["default"]))
         order.carrier_id = carriers[carrier]
         order.tracking_number = gen.tracking_number(carrier, rng)
         order.shipped_at = times["ship"] = last = tl.after(order.audited_at, 30, 40 * 60)
-        order_status.apply(order, "ship", source="sync")
+        order_status.apply(order, "ship", source="sync", stock=False)
         # History: these tracking numbers reached the platform long ago.
         order.writeback_status, order.writeback_at = "done", order.shipped_at
     if status == "completed":
         order.completed_at = times["complete"] = last = tl.after(order.shipped_at, 2 * 1440, 10 * 1440)
-        order_status.apply(order, "complete", source="sync")
+        order_status.apply(order, "complete", source="sync", stock=False)
     if status == "closed":
         order.closed_at = times["cancel"] = last = tl.after(imported, 15, 24 * 60)
-        order_status.apply(order, "cancel", source="sync", reason=rng.choice(CLOSE_REASONS))
+        order_status.apply(order, "cancel", source="sync", reason=rng.choice(CLOSE_REASONS), stock=False)
     if plan["held"]:
         reason = rng.choice(list(HOLD_NOTES))
         hold_at = tl.after(order.audited_at or imported, 5, 600)

@@ -116,8 +116,11 @@ def _event(order: Order, action: str, field: str | None, old, new, source: str,
 
 
 def apply(order: Order, action: str, *, source: str = "user", user_id: Optional[int] = None,
-          reason: Optional[str] = None, note: Optional[str] = None) -> Order:
-    """Run transition ``action`` on ``order``; the caller commits."""
+          reason: Optional[str] = None, note: Optional[str] = None, stock: bool = True) -> Order:
+    """Run transition ``action`` on ``order``; the caller commits.
+
+    ``stock=False`` skips the stock side (:func:`_move_stock`); only for recorded
+    history whose stock effects are already in the opening stock (the demo)."""
     t = TRANSITIONS.get(action)
     if t is None:
         raise ValidationError(f"未知的订单操作：{action}", "action")
@@ -128,6 +131,8 @@ def apply(order: Order, action: str, *, source: str = "user", user_id: Optional[
         )
     if t.guard:
         t.guard(order, {"reason": reason, "source": source})
+    if stock:
+        _move_stock(order, action, source, user_id)
     old = order.status
     now = utcnow()
     order.status = t.target
@@ -149,6 +154,25 @@ def apply(order: Order, action: str, *, source: str = "user", user_id: Optional[
 
         mark_pending(order)
     return order
+
+
+def _move_stock(order: Order, action: str, source: str, user_id: Optional[int]) -> None:
+    """The stock side of a transition (services/stock.py), before the status changes.
+
+    审单 reserves (refused with a 缺货 hold if it cannot); 反审核, 取消 and 退款关闭
+    release what the ledger says the order reserved (nothing if it reserved
+    nothing); 发货 and 平台发货 deduct (from 待审核: on hand only, if the stock is there).
+    """
+    from . import stock
+
+    if action == "audit":
+        if not stock.reserve_order(order, user_id=user_id, source=source):
+            note = stock.shortage_note(order)
+            raise stock.OutOfStock(f"订单 {order.platform_order_id} 缺货，不能审单（{note}）", order.id, note)
+    elif action in ("unaudit", "cancel", "refund_close"):
+        stock.release_order(order, user_id=user_id)
+    elif action in ("ship", "ship_on_platform"):
+        stock.ship_order(order, user_id=user_id)
 
 
 def LIFECYCLE_INDEX(status: str) -> int:

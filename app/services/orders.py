@@ -20,6 +20,7 @@ from app.models.types import utcnow
 
 from . import columns, crypto, order_status
 from .errors import DomainError, NotFound, ValidationError
+from .stock import OutOfStock
 from .validation import (
     check_choice, check_phone, check_text, parse_flag, parse_money, parse_quantity,
 )
@@ -147,6 +148,11 @@ def transition(order_id: int, action: str, *, user_id: Optional[int] = None,
     try:
         order_status.apply(order, action, source=source, user_id=user_id, reason=reason)
         db.session.commit()
+    except OutOfStock as exc:
+        db.session.rollback()
+        hold_out_of_stock(exc, source=source, user_id=user_id)
+        db.session.commit()
+        raise
     except Exception:
         db.session.rollback()
         raise
@@ -172,8 +178,18 @@ def batch(order_ids: Iterable[int], fn, *, user_id: Optional[int] = None) -> Bat
             result.ok.append(oid)
         except DomainError as exc:
             result.failed[oid] = exc.message
+            if isinstance(exc, OutOfStock):  # the savepoint is gone: keep the 缺货 hold
+                hold_out_of_stock(exc, user_id=user_id)
     db.session.commit()
     return result
+
+
+def hold_out_of_stock(exc: OutOfStock, *, source: str = "user", user_id: Optional[int] = None) -> None:
+    """审单 was refused for want of stock and its transaction rolled back: put the 缺货
+    hold again (the caller commits)."""
+    order = db.session.get(Order, exc.order_id)
+    if order is not None and order.status in order_status.HOLDABLE:
+        order_status.hold(order, "out_of_stock", note=exc.note, source=source, user_id=user_id)
 
 
 def reveal(order_id: int, user_id: int) -> dict:

@@ -1,0 +1,392 @@
+"""库存: stock as a ledger (GLOSSARY.md "stock", "stock movement").
+
+This module is the only writer of :class:`Stock`. Every change is one
+:class:`StockMovement` and one conditional UPDATE of the stock row in the same
+transaction (:func:`move`)::
+
+    UPDATE oms_stock SET on_hand = on_hand + :d1, reserved = reserved + :d2
+     WHERE warehouse_id = :w AND sku_id = :s
+       AND on_hand + :d1 >= 0 AND reserved + :d2 >= 0 AND reserved + :d2 <= on_hand + :d1
+
+The database evaluates the condition on the locked, current row (PostgreSQL
+re-checks it after a concurrent writer commits), so two processes can never
+both take the last unit: nothing is read in Python and then written back. A
+rowcount of 0 means the change would oversell and raises
+:class:`InsufficientStock`. Multi-row changes (an order) lock rows in
+(warehouse, SKU) order, so concurrent orders cannot deadlock each other.
+
+Bundles (组合装) never hold stock: every operation expands them to their
+components × quantity.
+
+Orders (hooked into :func:`app.services.order_status.apply`):
+
+- :func:`reserve_order` (审单 → 待发货) reserves every line in one warehouse, all or
+  nothing (a SAVEPOINT); if no warehouse can, it puts a 缺货 hold and returns False.
+- :func:`release_order` (反审核, 取消, 退款关闭) releases what the ledger says this order
+  still holds (sum of its movements), so it is idempotent and tolerates orders
+  whose status was set without a reservation.
+- :func:`ship_order` (发货) deducts on hand and the reservation together. An order
+  without a reservation (shipped in the platform's back-end straight from 待审核)
+  deducts on hand only, and only when its warehouse has the stock: a platform
+  fact is recorded, never refused; if the stock is not there nothing is moved
+  (best effort, see :func:`ship_order`).
+
+:func:`check_ledger` proves each stock row equals the sums of its movements
+(``flask oms stock-check``).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from sqlalchemy import func, select, update
+
+from app.extensions import db
+from app.models import BundleComponent, Order, OrderHold, Sku, Stock, StockMovement, Warehouse
+from app.models.inventory import MOVEMENT_TYPES
+from app.models.types import utcnow
+
+from .errors import DomainError, IllegalTransition, NotFound, ValidationError
+
+OUT_OF_STOCK = "out_of_stock"
+MOVEMENT_ZH = {"reserve": "占用", "release": "释放", "ship": "发货扣减", "inbound": "入库",
+               "adjust": "调整", "stocktake": "盘点", "return": "退货入库"}
+
+
+class InsufficientStock(DomainError):
+    status_code = 409
+
+
+class OutOfStock(IllegalTransition):
+    """审单 refused: the order could not reserve its stock (it got a 缺货 hold)."""
+
+    def __init__(self, message: str, order_id: int, note: str):
+        super().__init__(message)
+        self.order_id = order_id
+        self.note = note
+
+
+# --- names for messages --------------------------------------------------------------
+def _sku_code(sku_id: int) -> str:
+    code = db.session.execute(select(Sku.merchant_code).where(Sku.id == sku_id)).scalar()
+    return code or f"#{sku_id}"
+
+
+def _wh_name(warehouse_id: int) -> str:
+    name = db.session.execute(select(Warehouse.name).where(Warehouse.id == warehouse_id)).scalar()
+    return name or f"#{warehouse_id}"
+
+
+# --- the one writer -----------------------------------------------------------------
+def _ensure_row(warehouse_id: int, sku_id: int) -> None:
+    conn = db.session.connection()
+    t = Stock.__table__
+    values = dict(warehouse_id=warehouse_id, sku_id=sku_id, on_hand=0, reserved=0, updated_at=utcnow())
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # portable fallback: insert when missing (the unique constraint still guards races)
+        exists = conn.execute(select(t.c.id).where(t.c.warehouse_id == warehouse_id,
+                                                   t.c.sku_id == sku_id)).first()
+        if exists is None:
+            conn.execute(t.insert().values(**values))
+        return
+    conn.execute(insert(t).values(**values).on_conflict_do_nothing(
+        index_elements=["warehouse_id", "sku_id"]))
+
+
+def move(warehouse_id: int, sku_id: int, movement_type: str, on_hand_delta: int = 0,
+         reserved_delta: int = 0, *, order_id: Optional[int] = None, source_ref: Optional[str] = None,
+         user_id: Optional[int] = None, note: Optional[str] = None, mark: bool = True) -> StockMovement:
+    """Apply one signed change to a stock row and write its movement; the caller commits.
+
+    ``mark=False``: the caller marks the listings (库存同步) itself after all its
+    stock rows are locked, so listing locks are always taken after stock locks.
+    Raises :class:`InsufficientStock` (nothing changed) if the result would have
+    negative on hand or reserved, or reserved above on hand."""
+    if movement_type not in MOVEMENT_TYPES:
+        raise ValidationError(f"未知的库存流水类型：{movement_type}", "movement_type")
+    for name, value in (("on_hand_delta", on_hand_delta), ("reserved_delta", reserved_delta)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError(f"库存数量必须是整数：{value!r}", name)
+    if on_hand_delta == 0 and reserved_delta == 0:
+        raise ValidationError("库存变动数量不能为 0", "quantity")
+    sku = db.session.get(Sku, sku_id)
+    if sku is None:
+        raise NotFound(f"SKU 不存在：{sku_id}")
+    if sku.is_bundle:
+        raise ValidationError(f"组合装 {sku.merchant_code} 没有自己的库存，请按组成商品记账", "sku")
+    if db.session.get(Warehouse, warehouse_id) is None:
+        raise NotFound(f"仓库不存在：{warehouse_id}")
+    _ensure_row(warehouse_id, sku_id)
+    t = Stock.__table__
+    d1, d2 = int(on_hand_delta), int(reserved_delta)
+    result = db.session.connection().execute(
+        update(t)
+        .where(t.c.warehouse_id == warehouse_id, t.c.sku_id == sku_id,
+               t.c.on_hand + d1 >= 0, t.c.reserved + d2 >= 0, t.c.reserved + d2 <= t.c.on_hand + d1)
+        .values(on_hand=t.c.on_hand + d1, reserved=t.c.reserved + d2, updated_at=utcnow()))
+    if result.rowcount != 1:
+        raise InsufficientStock(
+            f"库存不足：{_wh_name(warehouse_id)} 的 {sku.merchant_code} "
+            f"无法{MOVEMENT_ZH[movement_type]}（实物 {d1:+d}，占用 {d2:+d}）", "quantity")
+    mv = StockMovement(warehouse_id=warehouse_id, sku_id=sku_id, movement_type=movement_type,
+                       on_hand_delta=d1, reserved_delta=d2, order_id=order_id, source_ref=source_ref,
+                       user_id=user_id, note=note, created_at=utcnow())
+    db.session.add(mv)
+    if mark:  # Core UPDATEs do not pass through the ORM flush listener: mark the listings here.
+        _mark([sku_id])
+    # Loaded Stock objects of this row are now stale.
+    for obj in list(db.session.identity_map.values()):
+        if isinstance(obj, Stock) and obj.warehouse_id == warehouse_id and obj.sku_id == sku_id:
+            db.session.expire(obj)
+    return mv
+
+
+def _mark(sku_ids) -> None:
+    from .stock_push import mark_skus_changed
+
+    mark_skus_changed(sku_ids)
+
+
+# --- bundles ------------------------------------------------------------------------
+def expand(items: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """(sku_id, quantity) pairs → {stock SKU id: quantity}, bundles replaced by components."""
+    out: dict[int, int] = defaultdict(int)
+    for sku_id, qty in items:
+        sku = db.session.get(Sku, sku_id)
+        if sku is None:
+            raise NotFound(f"SKU 不存在：{sku_id}")
+        if sku.is_bundle:
+            comps = db.session.execute(
+                select(BundleComponent.component_sku_id, BundleComponent.quantity)
+                .where(BundleComponent.bundle_sku_id == sku_id)).all()
+            if not comps:
+                raise ValidationError(f"组合装 {sku.merchant_code} 没有组成商品", "sku")
+            for comp_id, cq in comps:
+                out[comp_id] += int(qty) * int(cq)
+        else:
+            out[sku_id] += int(qty)
+    return dict(out)
+
+
+def order_needs(order: Order) -> dict[int, int]:
+    return expand((ln.sku_id, ln.quantity) for ln in order.lines if ln.sku_id is not None)
+
+
+# --- helpers for documents ------------------------------------------------------------
+def _check_qty(quantity) -> int:
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
+        raise ValidationError(f"数量必须是正整数：{quantity!r}", "quantity")
+    return quantity
+
+
+def inbound(warehouse_id: int, sku_id: int, quantity: int, *, source_ref: Optional[str] = None,
+            user_id: Optional[int] = None, note: Optional[str] = None, reallocate: bool = True) -> list[int]:
+    """入库: add on hand, then reserve held 缺货 orders first-paid first-served.
+    Returns the ids of the orders that got their stock."""
+    _check_qty(quantity)
+    for comp_id, qty in sorted(expand([(sku_id, quantity)]).items()):
+        move(warehouse_id, comp_id, "inbound", qty, source_ref=source_ref, user_id=user_id, note=note)
+    return reallocate_held(user_id=user_id) if reallocate else []
+
+
+def adjust(warehouse_id: int, sku_id: int, delta: int, *, source_ref: Optional[str] = None,
+           user_id: Optional[int] = None, note: Optional[str] = None, reallocate: bool = True) -> list[int]:
+    """调整: a signed change of on hand (a loss cannot take reserved stock)."""
+    if isinstance(delta, bool) or not isinstance(delta, int) or delta == 0:
+        raise ValidationError(f"调整数量必须是非零整数：{delta!r}", "quantity")
+    move(warehouse_id, sku_id, "adjust", delta, source_ref=source_ref, user_id=user_id, note=note)
+    return reallocate_held(user_id=user_id) if (reallocate and delta > 0) else []
+
+
+# --- orders ---------------------------------------------------------------------------
+def _ledger_by_order(order_id: int) -> dict[tuple[int, int], tuple[int, int]]:
+    rows = db.session.execute(
+        select(StockMovement.warehouse_id, StockMovement.sku_id,
+               func.coalesce(func.sum(StockMovement.on_hand_delta), 0),
+               func.coalesce(func.sum(StockMovement.reserved_delta), 0))
+        .where(StockMovement.order_id == order_id)
+        .group_by(StockMovement.warehouse_id, StockMovement.sku_id)).all()
+    return {(w, s): (int(oh), int(r)) for w, s, oh, r in rows}
+
+
+def reserved_by_order(order_id: int) -> dict[tuple[int, int], int]:
+    return {k: r for k, (_oh, r) in _ledger_by_order(order_id).items() if r}
+
+
+def _candidates(needs: dict[int, int]) -> list[int]:
+    """Active warehouses, the ones that can ship the whole order now first, then by priority."""
+    whs = db.session.execute(select(Warehouse.id, Warehouse.priority)
+                             .where(Warehouse.active.is_(True))).all()
+    if not whs or not needs:
+        return [w for w, _ in sorted(whs, key=lambda r: (r[1], r[0]))]
+    rows = db.session.execute(select(Stock.warehouse_id, Stock.sku_id, Stock.on_hand - Stock.reserved)
+                              .where(Stock.sku_id.in_(list(needs)))).all()
+    avail = {(w, s): a for w, s, a in rows}
+
+    def whole(w):
+        return all(avail.get((w, s), 0) >= q for s, q in needs.items())
+
+    return [w for w, p in sorted(whs, key=lambda r: (not whole(r[0]), r[1], r[0]))]
+
+
+def _reserve_in(order: Order, warehouse_id: int, needs: dict[int, int], user_id) -> None:
+    with db.session.begin_nested():
+        for sku_id in sorted(needs):
+            move(warehouse_id, sku_id, "reserve", 0, needs[sku_id], order_id=order.id,
+                 source_ref=order.platform_order_id, user_id=user_id, mark=False)
+
+
+def reserve_order(order: Order, *, user_id: Optional[int] = None, hold: bool = True,
+                  source: str = "rule") -> bool:
+    """Reserve every line of the order in one warehouse, all or nothing.
+
+    Uses ``order.warehouse_id`` if set, else the first warehouse that can ship the
+    whole order (then by priority) and stores it on the order. Already reserved
+    orders (per the ledger) are left alone. On failure puts a 缺货 hold (unless
+    ``hold=False``) and returns False; nothing is reserved."""
+    from . import order_status
+
+    db.session.flush()
+    if reserved_by_order(order.id):
+        return True
+    needs = order_needs(order)
+    if not needs:
+        return True
+    whs = [order.warehouse_id] if order.warehouse_id else _candidates(needs)
+    for wh in whs:
+        try:
+            _reserve_in(order, wh, needs, user_id)
+        except InsufficientStock:
+            continue
+        order.warehouse_id = wh
+        _mark(needs)
+        return True
+    if hold:
+        order_status.hold(order, OUT_OF_STOCK, note=shortage_note(order, needs), source=source,
+                          user_id=user_id)
+    return False
+
+
+def shortage_note(order: Order, needs: Optional[dict[int, int]] = None) -> str:
+    needs = order_needs(order) if needs is None else needs
+    where = f"{_wh_name(order.warehouse_id)} " if order.warehouse_id else ""
+    parts = []
+    for sku_id in sorted(needs):
+        q = select(func.coalesce(func.sum(Stock.on_hand - Stock.reserved), 0)).where(Stock.sku_id == sku_id)
+        if order.warehouse_id:
+            q = q.where(Stock.warehouse_id == order.warehouse_id)
+        else:
+            q = q.join(Warehouse, Warehouse.id == Stock.warehouse_id).where(Warehouse.active.is_(True))
+        parts.append(f"{_sku_code(sku_id)} 需要 {needs[sku_id]}，可用 {int(db.session.execute(q).scalar() or 0)}")
+    return f"{where}缺货：" + "；".join(parts)
+
+
+def release_order(order: Order, *, user_id: Optional[int] = None, note: Optional[str] = None) -> int:
+    """Release whatever the ledger says this order still reserves; returns units released."""
+    db.session.flush()
+    total, skus = 0, set()
+    for (wh, sku_id), r in sorted(reserved_by_order(order.id).items()):
+        if r > 0:
+            move(wh, sku_id, "release", 0, -r, order_id=order.id, source_ref=order.platform_order_id,
+                 user_id=user_id, note=note, mark=False)
+            total += r
+            skus.add(sku_id)
+    _mark(skus)
+    return total
+
+
+def ship_order(order: Order, *, user_id: Optional[int] = None) -> bool:
+    """Deduct the order's stock: on hand and its reservation together.
+
+    Without a reservation (shipped on the platform from 待审核, or a status set by
+    hand) on hand is deducted in the order's warehouse (or the first one that has
+    everything) when the stock exists, all or nothing; otherwise nothing is moved
+    and False is returned — the parcel has left, a platform fact is not refused.
+    Shipping twice deducts once (the ledger already has this order's ship rows)."""
+    db.session.flush()
+    ledger = _ledger_by_order(order.id)
+    if any(oh < 0 for oh, _r in ledger.values()):
+        return True  # already deducted
+    reserved = {k: r for k, (_oh, r) in ledger.items() if r > 0}
+    if reserved:
+        for (wh, sku_id), r in sorted(reserved.items()):
+            move(wh, sku_id, "ship", -r, -r, order_id=order.id, source_ref=order.platform_order_id,
+                 user_id=user_id, mark=False)
+        _mark(s for _w, s in reserved)
+        return True
+    needs = order_needs(order)
+    if not needs:
+        return True
+    whs = [order.warehouse_id] if order.warehouse_id else _candidates(needs)
+    for wh in whs:
+        try:
+            with db.session.begin_nested():
+                for sku_id in sorted(needs):
+                    move(wh, sku_id, "ship", -needs[sku_id], 0, order_id=order.id,
+                         source_ref=order.platform_order_id, user_id=user_id, note="未占用，直接扣减实物库存",
+                         mark=False)
+        except InsufficientStock:
+            continue
+        order.warehouse_id = wh
+        _mark(needs)
+        return True
+    return False
+
+
+def reallocate_held(*, user_id: Optional[int] = None, limit: Optional[int] = None) -> list[int]:
+    """Orders held 缺货 (only that hold) in 待审核 get their stock, first paid first served;
+    those that can reserve lose the hold and are audited (待发货). Returns their ids."""
+    from . import order_status
+
+    held = select(OrderHold.order_id).where(OrderHold.reason == OUT_OF_STOCK, OrderHold.released_at.is_(None))
+    q = (select(Order).where(Order.id.in_(held), Order.status.in_(("to_audit", "to_ship")))
+         .order_by(Order.paid_at.is_(None), Order.paid_at, Order.id))
+    if limit:
+        q = q.limit(limit)
+    done = []
+    for order in db.session.scalars(q).all():
+        if set(order.active_hold_reasons) - {OUT_OF_STOCK}:
+            continue
+        if not reserve_order(order, user_id=user_id, hold=False):
+            continue
+        order_status.release(order, OUT_OF_STOCK, note="到货自动分配库存", source="rule", user_id=user_id)
+        if order.status == "to_audit":
+            order_status.apply(order, "audit", source="rule", user_id=user_id, note="到货自动审单")
+        done.append(order.id)
+    return done
+
+
+# --- the proof ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LedgerMismatch:
+    warehouse_id: int
+    sku_id: int
+    on_hand: int
+    reserved: int
+    ledger_on_hand: int
+    ledger_reserved: int
+
+    def zh(self) -> str:
+        return (f"{_wh_name(self.warehouse_id)} {_sku_code(self.sku_id)}：库存 实物 {self.on_hand} 占用 {self.reserved}，"
+                f"流水合计 实物 {self.ledger_on_hand} 占用 {self.ledger_reserved}")
+
+
+def check_ledger() -> list[LedgerMismatch]:
+    """Every (warehouse, SKU) whose stock row differs from the sums of its movements."""
+    sums = {(w, s): (int(oh), int(r)) for w, s, oh, r in db.session.execute(
+        select(StockMovement.warehouse_id, StockMovement.sku_id,
+               func.sum(StockMovement.on_hand_delta), func.sum(StockMovement.reserved_delta))
+        .group_by(StockMovement.warehouse_id, StockMovement.sku_id))}
+    rows = {(w, s): (int(oh), int(r)) for w, s, oh, r in db.session.execute(
+        select(Stock.warehouse_id, Stock.sku_id, Stock.on_hand, Stock.reserved))}
+    out = []
+    for key in sorted(set(sums) | set(rows)):
+        have, want = rows.get(key, (0, 0)), sums.get(key, (0, 0))
+        if have != want:
+            out.append(LedgerMismatch(key[0], key[1], have[0], have[1], want[0], want[1]))
+    return out
