@@ -14,7 +14,7 @@ def build_scheduler() -> CronScheduler:
     scheduler = CronScheduler(connection=redis_conn(), name="oms")
     scheduler.register(recompute_tiers, queue_name="default", cron="0 19 * * *", name="customer-tiers")
     # Each shop has its own interval (60 s in the demo); the dispatcher checks often.
-    scheduler.register(dispatch_due_syncs, queue_name="default", interval=15, name="sync-dispatch",
+    scheduler.register(dispatch_due_syncs, queue_name="default", interval=5, name="sync-dispatch",
                        result_ttl=600)
     scheduler.register(sweep_pending_writebacks, queue_name="default", interval=300, name="writeback-sweep",
                        result_ttl=3600)

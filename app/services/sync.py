@@ -183,12 +183,35 @@ def _hold_unmatched(order: Order) -> None:
         order_status.hold(order, "unmatched_sku", source="sync", note="商家编码未匹配：" + "、".join(unmatched))
 
 
-def apply_platform_order(shop: Shop, po: PlatformOrder, skus_by_code: dict) -> str:
-    """Create or update one order from the platform; returns created/updated/unchanged."""
+_MISSING = object()
+
+
+def existing_hashes(shop_id: int, platform_ids: list[str]) -> dict[str, str]:
+    """One query per page: the stored payload checksum of each order already known."""
+    if not platform_ids:
+        return {}
+    rows = db.session.execute(select(Order.platform_order_id, Order.platform_hash).where(
+        Order.shop_id == shop_id, Order.platform_order_id.in_(platform_ids)))
+    return {pid: digest or "" for pid, digest in rows}
+
+
+def apply_platform_order(shop: Shop, po: PlatformOrder, skus_by_code: dict, known_hash=_MISSING) -> str:
+    """Create or update one order from the platform; returns created/updated/unchanged.
+    ``known_hash``: the stored checksum from ``existing_hashes`` (None: not stored yet),
+    which lets an unchanged order be skipped without loading it."""
     digest = payload_hash(po)
-    order = db.session.execute(
-        select(Order).where(Order.shop_id == shop.id, Order.platform_order_id == po.platform_order_id)
-    ).scalar_one_or_none()
+    if known_hash is not _MISSING:
+        if known_hash == digest:
+            return "unchanged"
+        if known_hash is None:
+            order = None
+        else:
+            order = db.session.execute(select(Order).where(
+                Order.shop_id == shop.id, Order.platform_order_id == po.platform_order_id)).scalar_one()
+    else:
+        order = db.session.execute(
+            select(Order).where(Order.shop_id == shop.id, Order.platform_order_id == po.platform_order_id)
+        ).scalar_one_or_none()
     if order is not None and order.platform_hash == digest:
         return "unchanged"
     if order is None:
@@ -272,10 +295,18 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
             # nothing half-applied and the checkpoint where it was.
             pages = list(client.fetch_changed(start, end))
             for page in pages:
+                known = existing_hashes(shop.id, [po.platform_order_id for po in page.orders])
+                counts = {"created": 0, "updated": 0, "unchanged": 0}
                 for po in page.orders:
-                    outcome = apply_platform_order(shop, po, skus_by_code)
-                    setattr(run, outcome, getattr(run, outcome) + 1)
-                    run.fetched += 1
+                    # A page may list an order twice (backwards paging): the second sees the first.
+                    outcome = apply_platform_order(shop, po, skus_by_code, known.get(po.platform_order_id))
+                    counts[outcome] += 1
+                    if outcome != "unchanged":
+                        known[po.platform_order_id] = payload_hash(po)
+                # Counters once per page, not per order (each change would flush the run row).
+                for outcome, n in counts.items():
+                    setattr(run, outcome, getattr(run, outcome) + n)
+                run.fetched += len(page.orders)
                 run.pages += 1
                 pages_done += 1
                 db.session.commit()  # each page is durable on its own
