@@ -755,7 +755,7 @@ def main(argv=None) -> int:
                     help="(a): the app's indexes (default) or only the primary and upsert keys")
     ap.add_argument("--pg-url", default=DEFAULT_PG, help="server where the scratch database is created")
     ap.add_argument("--redis-url", default=DEFAULT_REDIS, help="Redis for the per-shop sync locks (db 14)")
-    ap.add_argument("--profile", action="store_true", help="run (b) under cProfile; print the top functions")
+    ap.add_argument("--profile", action="store_true", help="run (b), (c) and (d) under cProfile; print the top functions")
     ap.add_argument("--profile-top", type=int, default=15)
     ap.add_argument("--skip-freshness", action="store_true", help="skip (e)")
     ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
