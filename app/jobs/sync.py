@@ -2,6 +2,8 @@
 checksums make a duplicate a no-op), and the dispatcher the scheduler runs."""
 from __future__ import annotations
 
+import contextlib
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from app.jobs.queue import get_queue, redis_conn, set_progress
@@ -24,12 +26,10 @@ def job_id_for(shop_id: int) -> str:
 def enqueue_sync(shop_id: int, trigger: str = "schedule", user_id=None):
     """Queue a sync of one shop; None when one is already queued or running."""
     jid = job_id_for(shop_id)
-    try:
+    with contextlib.suppress(NoSuchJobError):  # no earlier job: queue one
         existing = Job.fetch(jid, connection=redis_conn())
         if existing.get_status(refresh=True) in ("queued", "started", "deferred", "scheduled"):
             return None
-    except Exception:
-        pass
     if sync.is_syncing(shop_id):
         return None
     return get_queue("sync").enqueue(sync_shop_job, shop_id, trigger, job_id=jid,

@@ -10,6 +10,7 @@ as the real gateways do; only the injected 5xx burst uses other statuses.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -1044,7 +1045,7 @@ def create_app(state: SandboxState) -> Flask:
 
 class _QuietHandler(WSGIRequestHandler):
     def log_request(self, *args, **kwargs) -> None:
-        pass
+        """Tests start many servers: no access log lines."""
 
 
 def serve_in_thread(state: SandboxState, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True):
@@ -1079,8 +1080,7 @@ def run(host: str = "127.0.0.1", port: int = 8765, seed: int = 1, *, rate_per_mi
     for s in state.shops:
         print(f"  {s.platform:<6} {s.name}  app_key={s.app_key} secret={s.app_secret} token={s.access_token}")
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the sandbox quietly
+            server.serve_forever()
     finally:
         server.server_close()

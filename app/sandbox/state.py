@@ -11,6 +11,7 @@ and mapped to each platform's statuses by :func:`platform_status`.
 """
 from __future__ import annotations
 
+import contextlib
 import bisect
 import calendar
 import datetime as dt
@@ -789,11 +790,9 @@ class SandboxState:
                 o = book.orders.get(key)
                 if o is None:
                     continue
-                try:
+                with contextlib.suppress(EventError):  # no longer applies to this order: skip it
                     self._event(book, o, kind, t)
                     changed += 1
-                except EventError:
-                    pass
             self.last_evolve = max(self.last_evolve, now)
             return {"created": created, "changed": changed, "now": now}
 

@@ -447,7 +447,7 @@ def font_path() -> str:
 
 
 class _RefusedResource(Exception):
-    pass
+    """A template asked for a file or URL other than the font."""
 
 
 def html_to_pdf(html: str, font: str) -> bytes:

@@ -40,6 +40,7 @@ twice is harmless.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -314,10 +315,8 @@ def push_due(debounce_seconds: float = DEBOUNCE_SECONDS, *, now: Optional[dt.dat
         with as_scope(None):
             return _push_due(debounce_seconds, now or utcnow(), client_factory, limit)
     finally:
-        try:
+        with contextlib.suppress(Exception):  # expired: another run may hold it now
             lock.release()
-        except Exception:  # expired: another run may hold it now
-            pass
 
 
 def _due(now: dt.datetime, debounce_seconds: float, limit: int) -> list[tuple[int, int, int]]:
