@@ -11,7 +11,7 @@ export OMS_SANDBOX_URL ?= http://127.0.0.1:$(SANDBOX_PORT)
 WEB_WORKERS ?= 2
 export FLASK_APP := run.py
 
-.PHONY: run test setup venv translations fonts services worker scheduler web stop-redis clean
+.PHONY: run test setup venv translations fonts assets browser services worker scheduler web stop-redis clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "需要 Python 3.11（$(PY)）"; exit 1; }
@@ -40,7 +40,29 @@ fonts:
 	  || { $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); }; \
 	fi
 
-setup: fonts venv translations
+# The grid (Tabulator) comes from the npm registry and is served by the app itself:
+# no CDN. Reinstalled only when package.json / package-lock.json change.
+VENDOR := app/static/vendor
+$(VENDOR)/.installed: package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "需要 Node.js 的 npm 来安装前端库（Tabulator）"; exit 1; }
+	npm ci --no-audit --no-fund --silent
+	mkdir -p $(VENDOR)/tabulator
+	cp node_modules/tabulator-tables/dist/js/tabulator.min.js \
+	   node_modules/tabulator-tables/dist/css/tabulator_bootstrap3.min.css $(VENDOR)/tabulator/
+	touch $@
+
+assets: $(VENDOR)/.installed
+
+# Browser tests drive Debian's Chromium through Python Playwright
+# (`playwright install` cannot download browsers here).
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+	  || { $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; \
+	fi
+
+setup: fonts venv translations assets
 
 # The demo shops sync from the local sandbox (platform stand-ins) started here too.
 run: setup
@@ -57,7 +79,7 @@ run: setup
 services:
 	@bash .ci/services
 
-test: setup services
+test: setup browser services
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 stop-redis:

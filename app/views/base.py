@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from flask import abort, flash, has_request_context, redirect, request
 from flask_appbuilder import ModelRestApi, ModelView
-from flask_appbuilder.api import rison
+from flask_appbuilder.api import expose as api_expose, rison, safe
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.security.decorators import protect
 from flask_babel import lazy_gettext as _l
@@ -23,7 +23,7 @@ from flask_login import current_user
 
 from sqlalchemy import Boolean, Numeric
 
-from app.services import columns, display
+from app.services import columns, display, grid, grid_ui
 from app.services.errors import DomainError
 
 class _ColumnScoped:
@@ -176,6 +176,7 @@ VIEW_METHOD_PERMISSIONS = {
 API_METHOD_PERMISSIONS = {
     "get": "read", "get_list": "read", "info": "read",
     "post": "write", "put": "write", "delete": "delete",
+    "grid_meta": "read", "grid_rows": "read", "grid_count": "read", "grid_edit": "write",
 }
 
 
@@ -278,6 +279,131 @@ class OmsModelRestApi(ModelRestApi):
         labels.update(type(self).__dict__.get("label_columns") or {})
         self.label_columns = labels
         super().__init__()
+        grid.register_api(type(self))
+
+    # the grid (services/grid.py): keyset pages, capped counts, bulk cell edits ------
+    def _grid_error(self, exc: DomainError):
+        return self.response(exc.status_code, **exc.to_dict())
+
+    @api_expose("/grid/meta", methods=["GET"])
+    @protect()
+    @safe
+    def grid_meta(self):
+        """Columns, filters, tabs and actions of this entity's grid, for this user
+        ---
+        get:
+          responses:
+            200: {description: Grid definition}
+        """
+        spec = grid.spec_for(self.resource_name)
+        can_write = self.appbuilder.sm.has_access("can_write", spec.permission)
+        return self.response(200, **grid_ui.meta(spec, can_write=can_write, has_access=self._has))
+
+    def _has(self, permission: str, view: str | None = None) -> bool:
+        return bool(self.appbuilder.sm.has_access(permission, view or grid.spec_for(self.resource_name).permission))
+
+    @api_expose("/grid/rows", methods=["GET"])
+    @protect()
+    @safe
+    def grid_rows(self):
+        """One keyset page of the grid
+        ---
+        get:
+          parameters:
+          - {in: query, name: filters, schema: {type: string}, description: JSON object}
+          - {in: query, name: sort, schema: {type: string}, description: "column:asc|desc"}
+          - {in: query, name: after, schema: {type: string}, description: cursor of the previous page}
+          - {in: query, name: size, schema: {type: integer}}
+          - {in: query, name: count, schema: {type: integer}, description: 1 to count (capped)}
+          responses:
+            200: {description: Rows and the next cursor}
+            422: {$ref: '#/components/responses/422'}
+        """
+        spec = grid.spec_for(self.resource_name)
+        try:
+            filters = grid.parse_filters(request.args.get("filters"))
+            cols = request.args.get("columns")
+            result = grid.page(spec, filters, sort=request.args.get("sort"), after=request.args.get("after"),
+                               size=request.args.get("size", 50, type=int),
+                               columns=cols.split(",") if cols else None)
+            body = {"rows": result.rows, "next_cursor": result.next_cursor, "columns": result.columns}
+            if request.args.get("count") == "1":
+                body["count"], body["count_capped"] = grid.count(spec, filters)
+        except DomainError as exc:
+            return self._grid_error(exc)
+        return self.response(200, **body)
+
+    @api_expose("/grid/count", methods=["GET"])
+    @protect()
+    @safe
+    def grid_count(self):
+        """Matching rows (capped) and, for entities with tabs, the tab counts
+        ---
+        get:
+          parameters:
+          - {in: query, name: filters, schema: {type: string}}
+          responses:
+            200: {description: Counts}
+        """
+        spec = grid.spec_for(self.resource_name)
+        try:
+            filters = grid.parse_filters(request.args.get("filters"))
+            n, capped = grid.count(spec, filters)
+            tabs = grid_ui.tab_counts(spec, filters)
+        except DomainError as exc:
+            return self._grid_error(exc)
+        return self.response(200, count=n, count_capped=capped, tabs=tabs)
+
+    @api_expose("/grid/edit", methods=["POST"])
+    @protect()
+    @safe
+    def grid_edit(self):
+        """Save edited cells (typed or pasted); each row succeeds or fails on its own
+        ---
+        post:
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    changes:
+                      type: array
+                      items: {type: object, properties: {id: {type: integer}, key: {type: string}, value: {}}}
+          responses:
+            200: {description: Per-row results}
+            422: {$ref: '#/components/responses/422'}
+        """
+        spec = grid.spec_for(self.resource_name)
+        body = request.get_json(silent=True) or {}
+        try:
+            results = grid_ui.apply_edits(spec, body.get("changes"), editor=self.grid_save_row,
+                                          can_write=True)
+        except DomainError as exc:
+            return self._grid_error(exc)
+        return self.response(200, results=results)
+
+    def grid_save_row(self, pk: int, changes: dict) -> None:
+        """Apply one row's edits (``changes`` by API field name); the caller owns the
+        savepoint. Entities with a service override this; the default loads the scoped
+        row and validates through the API's edit schema, as PUT does."""
+        from sqlalchemy import select as sa_select
+
+        from app.extensions import db
+        from app.services.errors import NotFound, ValidationError as DomainValidation
+        from marshmallow import ValidationError as SchemaError
+
+        model = self.datamodel.obj
+        item = db.session.execute(sa_select(model).where(model.id == pk)).scalar_one_or_none()
+        if item is None:
+            raise NotFound(f"记录不存在或无权访问：{pk}")
+        try:
+            self.edit_model_schema.load(changes, instance=item, partial=True, session=db.session)
+        except SchemaError as exc:
+            field_name, messages = next(iter(exc.messages.items()))
+            label = self.label_columns.get(field_name, field_name)
+            raise DomainValidation(f"「{label}」：{'；'.join(map(str, messages))}", field_name) from None
+        db.session.flush()
 
     def create_blueprint(self, appbuilder, *args, **kwargs):
         blueprint = super().create_blueprint(appbuilder, *args, **kwargs)

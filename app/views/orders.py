@@ -17,7 +17,7 @@ from app.models import (
     OrderHold, OrderLine,
 )
 from app.services import columns, order_status, orders as order_service
-from app.services import order_views
+from app.services import order_grid, order_views  # order_grid registers the grid filters and tabs
 from app.services.errors import DomainError
 
 from .base import OmsModelRestApi, OmsModelView, VIEW_METHOD_PERMISSIONS
@@ -247,6 +247,56 @@ class OrderApi(OmsModelRestApi):
     add_columns = ["platform_order_id"]
     base_order = ("id", "desc")
     openapi_spec_tag = "Orders"
+
+    # 订单工作台 (services/grid.py, services/order_grid.py) ------------------------
+    grid_title = _l("Order workbench")
+    grid_columns = ["platform_order_id", "shop.name", "platform", "status", "is_held", "flag", "buyer_nick",
+                    "receiver_name", "receiver_phone", "receiver_province", "receiver_city", "paid_amount",
+                    "cost_amount", "paid_at", "carrier.name", "tracking_number", "warehouse.name",
+                    "seller_memo", "buyer_message", "is_returning_customer", "writeback_status",
+                    "platform_created_at", "updated_at"]
+    grid_choices = {"status": ORDER_STATUSES, "platform": PLATFORMS, "flag": FLAGS,
+                    "writeback_status": WRITEBACK_STATUSES}
+    grid_default_sort = ("paid_at", "desc")
+    grid_frozen = 2
+    grid_tabs = "order_status"
+    grid_widths = {"platform_order_id": 170, "seller_memo": 180, "buyer_message": 160, "tracking_number": 150}
+    grid_quick_filters = [
+        {"key": "shop_id", "label": _l("Shop"), "type": "multiselect", "options": "shops"},
+        {"key": "platform", "label": _l("Platform"), "type": "select", "options": "platforms"},
+        {"key": "paid_at", "label": _l("Paid at"), "type": "daterange"},
+        {"key": "flag", "label": _l("Flag"), "type": "select", "options": "flags"},
+        {"key": "is_returning_customer", "label": _l("Customer"), "type": "select", "options": "new_returning"},
+        {"key": "receiver_province", "label": _l("Province"), "type": "select", "options": "provinces"},
+        {"key": "carrier_id", "label": _l("Carrier"), "type": "select", "options": "carriers"},
+        {"key": "sku", "label": _l("SKU or merchant code"), "type": "text"},
+        {"key": "keyword", "label": _l("Order / tracking no. / buyer / mobile"), "type": "text"},
+    ]
+    # Batch actions on a selection or on everything matching the filter
+    # (services/batch_actions.py); ``permission`` is checked on Order.
+    grid_actions = [
+        {"code": "audit", "label": _l("Audit"), "permission": "can_audit"},
+        {"code": "unaudit", "label": _l("Undo audit"), "permission": "can_audit"},
+        {"code": "hold", "label": _l("Hold"), "permission": "can_hold",
+         "params": [{"key": "reason", "label": _l("Hold reason"), "type": "text", "required": True}]},
+        {"code": "release", "label": _l("Release holds"), "permission": "can_hold"},
+        {"code": "flag", "label": _l("Set flag"), "permission": "can_write",
+         "params": [{"key": "flag", "label": _l("Flag"), "type": "select", "options": "flags",
+                     "required": True}]},
+        {"code": "memo", "label": _l("Set seller memo"), "permission": "can_write",
+         "params": [{"key": "memo", "label": _l("Seller memo"), "type": "text"}]},
+        {"code": "carrier", "label": _l("Assign carrier"), "permission": "can_write",
+         "params": [{"key": "carrier_id", "label": _l("Carrier"), "type": "select", "options": "carriers",
+                     "required": True}]},
+        {"code": "warehouse", "label": _l("Assign warehouse"), "permission": "can_write",
+         "params": [{"key": "warehouse_id", "label": _l("Warehouse"), "type": "select",
+                     "options": "warehouses", "required": True}]},
+        {"code": "ship", "label": _l("Ship"), "permission": "can_write"},
+    ]
+
+    def grid_save_row(self, pk: int, changes: dict) -> None:
+        body = {({"carrier": "carrier_id", "warehouse": "warehouse_id"}.get(k, k)): v for k, v in changes.items()}
+        order_service.update_fields(order_service.get_order(pk), body, user_id=g.user.id)
 
     def __init__(self):
         super().__init__()
