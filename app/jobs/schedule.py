@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from rq.cron import CronScheduler
 
+from app.jobs.counters import compact_order_counts_job
 from app.jobs.customers import recompute_tiers
 from app.jobs.queue import redis_conn
 from app.jobs.stock_push import push_due_job
@@ -19,4 +20,7 @@ def build_scheduler() -> CronScheduler:
     scheduler.register(sweep_pending_writebacks, queue_name="default", interval=300, name="writeback-sweep",
                        result_ttl=3600)
     scheduler.register(push_due_job, queue_name="sync", interval=10, name="stock-push", result_ttl=600)
+    # Fold the status-tab counter deltas (services/order_counts.py) into one row per group.
+    scheduler.register(compact_order_counts_job, queue_name="default", interval=60, name="order-count-compact",
+                       result_ttl=600)
     return scheduler

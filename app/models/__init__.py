@@ -1,5 +1,6 @@
 """Domain model v1 (GLOSSARY.md). Import everything so one metadata holds all tables."""
 from .base import PLATFORMS, Model
+from .counters import OrderCountDelta
 from .customer import Customer, CustomerShop
 from .inventory import MOVEMENT_TYPES, Stock, StockMovement, Warehouse
 from .listing import ShopListing
@@ -18,5 +19,5 @@ __all__ = [
     "StockMovement", "MOVEMENT_TYPES", "Carrier", "Customer", "CustomerShop", "Order",
     "OrderLine", "OrderHold", "OrderEvent", "PiiAccessLog", "ORDER_STATUSES", "HOLD_REASONS",
     "EVENT_SOURCES", "FLAGS", "OmsUser", "user_shop", "SyncRun", "SYNC_STATUSES",
-    "ShopListing",
+    "ShopListing", "OrderCountDelta",
 ]

@@ -1,11 +1,9 @@
 """Read models for order screens: status tab counts and action permissions."""
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
-from app.extensions import db
 from app.models import Order
 
+from .order_counts import tab_counts
 from .order_status import STATUS_ZH, TRANSITIONS
 
 # Which Order permission each state-machine action needs (besides can_read).
@@ -21,12 +19,11 @@ def permission_for_action(action: str) -> str | None:
 
 
 def status_tab_counts() -> list[dict]:
-    """Counts per status tab, plus 异常 (held), within the current row scope."""
-    rows = dict(db.session.execute(select(Order.status, func.count()).group_by(Order.status)).all())
-    held = db.session.execute(select(func.count()).select_from(Order).where(Order.is_held.is_(True))).scalar()
-    tabs = [{"code": code, "label": zh, "count": rows.get(code, 0)} for code, zh in STATUS_ZH.items()]
-    tabs.append({"code": "held", "label": "异常", "count": held or 0})
-    return tabs
+    """Counts per status tab, plus 异常 (held), within the current row scope.
+
+    From the maintained counters (services/order_counts.py), never a COUNT over orders.
+    A status tab here links to a filter on status alone, so it counts held orders too."""
+    return tab_counts(held_apart=False)
 
 
 _ACTION_ZH = {"create": "创建", "edit": "修改", "hold": "挂起", "release": "解除挂起", "reveal": "查看完整信息",

@@ -27,7 +27,8 @@ _explicit: contextvars.ContextVar = contextvars.ContextVar("oms_scope", default=
 
 def _criteria(shop_ids: frozenset[int]):
     from app.models import (
-        Customer, CustomerShop, Order, OrderEvent, OrderHold, OrderLine, Shop, ShopListing, SyncRun,
+        Customer, CustomerShop, Order, OrderCountDelta, OrderEvent, OrderHold, OrderLine, Shop, ShopListing,
+        SyncRun,
     )
 
     ids = sorted(shop_ids) or [-1]
@@ -46,6 +47,7 @@ def _criteria(shop_ids: frozenset[int]):
         with_loader_criteria(CustomerShop, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
         with_loader_criteria(SyncRun, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
         with_loader_criteria(ShopListing, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
+        with_loader_criteria(OrderCountDelta, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
         with_loader_criteria(Customer, lambda cls: cls.id.in_(
             select(CustomerShop.customer_id).where(CustomerShop.shop_id.in_(ids))), include_aliases=True),
     ]
