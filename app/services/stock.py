@@ -390,3 +390,58 @@ def check_ledger() -> list[LedgerMismatch]:
         if have != want:
             out.append(LedgerMismatch(key[0], key[1], have[0], have[1], want[0], want[1]))
     return out
+
+
+# --- 盘点 (stocktake) --------------------------------------------------------------------
+@dataclass(frozen=True)
+class StocktakeLine:
+    sku_id: int
+    on_hand: int  # the book quantity before the count
+    reserved: int
+    counted: int
+
+    @property
+    def delta(self) -> int:
+        return self.counted - self.on_hand
+
+
+def stocktake_preview(warehouse_id: int, counts: dict[int, int]) -> list[StocktakeLine]:
+    """The difference between counted and book stock per SKU, without writing anything."""
+    rows = {s: (oh, r) for s, oh, r in db.session.execute(
+        select(Stock.sku_id, Stock.on_hand, Stock.reserved)
+        .where(Stock.warehouse_id == warehouse_id, Stock.sku_id.in_(list(counts))))} if counts else {}
+    return [StocktakeLine(sku_id, *rows.get(sku_id, (0, 0)), counted)
+            for sku_id, counted in sorted(counts.items())]
+
+
+def stocktake(warehouse_id: int, counts: dict[int, int], *, user_id: Optional[int] = None,
+              source_ref: Optional[str] = None, note: Optional[str] = None) -> list[StocktakeLine]:
+    """盘点: set on hand to the counted quantity of each SKU, one ``stocktake`` movement per
+    difference; the caller commits. The stock rows are locked first (in SKU order), so a
+    movement between reading the book quantity and writing the difference cannot be lost.
+    A count below what is reserved raises :class:`InsufficientStock` (release orders first)."""
+    if db.session.get(Warehouse, warehouse_id) is None:
+        raise NotFound(f"仓库不存在：{warehouse_id}")
+    for sku_id, counted in counts.items():
+        if isinstance(counted, bool) or not isinstance(counted, int) or counted < 0:
+            raise ValidationError(f"实盘数量必须是非负整数：{counted!r}", "quantity")
+        sku = db.session.get(Sku, sku_id)
+        if sku is None:
+            raise NotFound(f"SKU 不存在：{sku_id}")
+        if sku.is_bundle:
+            raise ValidationError(f"组合装 {sku.merchant_code} 没有自己的库存，请盘点组成商品", "sku")
+    for sku_id in sorted(counts):
+        _ensure_row(warehouse_id, sku_id)
+    if counts:
+        db.session.execute(select(Stock.id).where(Stock.warehouse_id == warehouse_id,
+                                                  Stock.sku_id.in_(list(counts)))
+                           .order_by(Stock.sku_id).with_for_update())
+    lines = stocktake_preview(warehouse_id, counts)
+    changed = []
+    for line in lines:
+        if line.delta:
+            move(warehouse_id, line.sku_id, "stocktake", line.delta, source_ref=source_ref, user_id=user_id,
+                 note=note or f"盘点：账面 {line.on_hand}，实盘 {line.counted}", mark=False)
+            changed.append(line.sku_id)
+    _mark(changed)
+    return lines
