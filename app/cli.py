@@ -219,3 +219,43 @@ def stock_check_cmd():
     for m in mismatches:
         click.echo("  " + m.zh(), err=True)
     raise SystemExit(1)
+
+
+@oms.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--profile", "profile_names", multiple=True,
+              help="导入模板名称（imports/ 下的文件名，如 taobao_orders），每个文件一个；默认按表头自动识别")
+@click.option("--shop", default=None, help="导入到该店铺；不存在时按模板的平台新建（还没有接口密钥时从表格开始）")
+@click.option("--valid-only", is_flag=True, help="只导入没有错误的行（默认：有任何错误就不导入）")
+@click.option("--user", "username", default="admin", show_default=True, help="以该用户导入（只能导入其店铺）")
+def import_cmd(files, profile_names, shop, valid_only, username):
+    """Import orders, SKUs, stock counts or tracking numbers from Excel/CSV (Taobao: order sheet + item sheet)."""
+    from app.extensions import appbuilder
+    from app.services.imports import ImportFileError, run_import
+
+    user = appbuilder.sm.find_user(username=username)
+    if user is None:
+        raise click.ClickException(f"用户不存在：{username}")
+    with click.progressbar(length=100, label="导入 " + "、".join(click.format_filename(f) for f in files)) as bar:
+        state = {"pct": 0}
+
+        def progress(done, total, message=None):
+            pct = min(100, int(100 * done / total) if total else 100)
+            if pct > state["pct"]:
+                bar.update(pct - state["pct"])
+                state["pct"] = pct
+
+        try:
+            result = run_import(list(files), profile_names=list(profile_names) or None, shop=shop,
+                                valid_only=valid_only, user_id=user.id, create_shop=bool(shop), progress=progress)
+        except ImportFileError as exc:
+            raise click.ClickException(exc.message) from None
+        bar.update(100 - state["pct"])
+    click.echo(result.summary)
+    if result.issues:
+        for issue in result.issues[:20]:
+            click.echo("  " + issue.message, err=True)
+        if len(result.issues) > 20:
+            click.echo(f"  …… 共 {len(result.issues)} 处错误", err=True)
+        click.echo(f"错误报告：{result.report_path}", err=True)
+        raise SystemExit(1)

@@ -331,3 +331,91 @@ def test_csv_encodings_and_merged_header(ctx, ids, tmp_path):
                       merged=["A1:N1", "A2:A3", "B2:B3", "C2:C3", "D2:D3", "E2:J2", "L2:N2"])
     res = run_import([path])
     assert res.ok and res.created == 1, res.issues
+
+
+# --- our templates: SKUs, stocktake, tracking ---------------------------------------------------
+def test_sku_template_creates_then_updates_by_merchant_code(ctx, tmp_path):
+    from app.services.imports.templates import write_template
+
+    name, data = write_template("oms_skus")
+    tpl = tmp_path / name
+    tpl.write_bytes(data)
+    wb = openpyxl.load_workbook(tpl)
+    header = [c.value for c in wb.active[1]]
+    assert header[:3] == ["商家编码", "名称", "规格"] and "预警值" in header
+    path = write_xlsx(tmp_path / "skus.xlsx", [header[:9] + ["预警值"],
+                                              ["SKU-NEW-1", "新品 1", "红", "P-NEW", "新品", None, None, "12.50",
+                                               "¥39.00", 5],
+                                              ["TS-BLK-L", "纯棉T恤 黑 L", None, None, None, None, None, "26.00",
+                                               "79.00", None]])
+    res = run_import([path])
+    assert res.ok and (res.created, res.updated) == (1, 1), res.issues
+    new = db.session.scalar(select(Sku).where(Sku.merchant_code == "SKU-NEW-1"))
+    assert new.product.code == "P-NEW" and new.sale_price == Decimal("39.00") and new.low_stock_threshold == 5
+    assert db.session.scalar(select(Sku).where(Sku.merchant_code == "TS-BLK-L")).cost_price == Decimal("26.00")
+    again = run_import([path])
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 2)
+
+
+def test_stocktake_writes_the_difference_to_the_ledger(ctx, ids, tmp_path):
+    from app.services import stock
+
+    path = write_xlsx(tmp_path / "count.xlsx", [["仓库", "商家编码", "实盘数量"],
+                                                ["杭州仓", "TS-BLK-L", 990], ["HZ", "TS-WHT-M", 1000]])
+    res = run_import([path])
+    assert res.ok and (res.updated, res.unchanged) == (1, 1), res.issues
+    blk = db.session.scalar(select(Sku).where(Sku.merchant_code == "TS-BLK-L"))
+    row = db.session.scalar(select(Stock).where(Stock.sku_id == blk.id))
+    assert row.on_hand == 990
+    mv = db.session.scalars(select(StockMovement).where(StockMovement.movement_type == "stocktake")).all()
+    assert [(m.sku_id, m.on_hand_delta) for m in mv] == [(blk.id, -10)]
+    assert stock.check_ledger() == []
+    assert run_import([path]).unchanged == 2  # counted again: nothing moves
+    bad = write_xlsx(tmp_path / "bad.xlsx", [["仓库", "商家编码", "实盘数量"], ["杭州仓", "TS-BLK-L", -1],
+                                             ["北京仓", "TS-BLK-L", 3], ["杭州仓", "NOPE", 3]])
+    res = run_import([bad])
+    msgs = [i.message for i in res.issues]
+    assert not res.applied and len(msgs) == 3 and "仓库不存在：北京仓" in msgs[1]
+
+
+def test_tracking_template_sets_carrier_and_number_with_events(ctx, ids, tmp_path):
+    path = write_xlsx(tmp_path / "t.xlsx", [["订单号", "快递公司", "快递单号"],
+                                            ["3000000000000000002", "顺丰", "SF100200300"],
+                                            ["261120-000000000000002", "YTO", "YT900800700"]])
+    res = run_import([path])
+    assert res.ok and res.updated == 2, res.issues
+    o = db.session.get(Order, ids["orders"]["3000000000000000002"])
+    assert o.tracking_number == "SF100200300" and o.carrier_id == ids["carrier"]
+    ev = db.session.scalars(select(OrderEvent).where(OrderEvent.order_id == o.id, OrderEvent.action == "edit")).all()
+    assert sorted(e.field for e in ev) == ["carrier_id", "tracking_number"] and all(e.source == "import" for e in ev)
+    assert run_import([path]).unchanged == 2
+    missing = write_xlsx(tmp_path / "m.xlsx", [["订单号", "快递公司", "快递单号"], ["NOPE-1", "顺丰", "SF1"]])
+    assert "订单不存在或无权访问" in run_import([missing]).issues[0].message
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+def test_cli_import_creates_the_shop_and_reports(app, tmp_path):
+    runner = app.test_cli_runner()
+    res = runner.invoke(args=["oms", "import", *map(str, TAOBAO), "--shop", "新淘宝店"])
+    assert res.exit_code == 0, res.output
+    assert "新增 20" in res.output
+    with app.app_context():
+        shop = db.session.scalar(select(Shop).where(Shop.name == "新淘宝店"))
+        assert shop.platform == "taobao" and count(Order, Order.shop_id == shop.id) == 20
+    res = runner.invoke(args=["oms", "import", *map(str, TAOBAO), "--shop", "新淘宝店"])
+    assert res.exit_code == 0 and "未变 20" in res.output
+    bad = write_xlsx(tmp_path / "bad.xlsx", [OMS_HEADER, oms_row("C1", paid="2026-13-45")])
+    res = runner.invoke(args=["oms", "import", str(bad)])
+    assert res.exit_code == 1
+    assert "无法识别的日期" in res.output and "错误报告：" in res.output
+    report = res.output.split("错误报告：")[1].strip().splitlines()[0]
+    assert Path(report).exists()
+    res = runner.invoke(args=["oms", "import", str(bad), "--shop", "x", "--profile", "jd_orders"])
+    assert res.exit_code == 1 and "缺少表头" in res.output
+
+
+def test_unknown_shop_is_an_error_outside_the_cli(ctx, ids):
+    res = run_import(TAOBAO)  # 示例旗舰店 does not exist
+    assert not res.applied and "店铺不存在或无权访问：示例旗舰店" in res.issues[0].message
+    res = run_import(TAOBAO, shop="B店-拼多多")
+    assert "是拼多多店铺，不能导入淘宝/天猫订单" in res.issues[0].message
