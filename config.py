@@ -130,6 +130,12 @@ class Config:
 
     # --- domain -------------------------------------------------------
     OMS_MAX_TEXT = 2000  # longest buyer message / memo accepted
+    # Excel/CSV import (services/imports): largest file, most data rows, and the zip-bomb
+    # caps checked on an xlsx's members before it is parsed.
+    OMS_IMPORT_MAX_BYTES = int(os.environ.get("OMS_IMPORT_MAX_BYTES", str(50 * 1024 * 1024)))
+    OMS_IMPORT_MAX_ROWS = int(os.environ.get("OMS_IMPORT_MAX_ROWS", "200000") or 200000)
+    OMS_IMPORT_MAX_UNZIPPED_BYTES = int(os.environ.get("OMS_IMPORT_MAX_UNZIPPED_BYTES", str(1024 ** 3)))
+    OMS_IMPORT_MAX_ZIP_RATIO = int(os.environ.get("OMS_IMPORT_MAX_ZIP_RATIO", "200") or 200)
 
 
 class TestConfig(Config):
