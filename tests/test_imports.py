@@ -419,3 +419,78 @@ def test_unknown_shop_is_an_error_outside_the_cli(ctx, ids):
     assert not res.applied and "店铺不存在或无权访问：示例旗舰店" in res.issues[0].message
     res = run_import(TAOBAO, shop="B店-拼多多")
     assert "是拼多多店铺，不能导入淘宝/天猫订单" in res.issues[0].message
+
+
+# --- the page and the job ---------------------------------------------------------------------------
+def run_worker(app):
+    import redis
+
+    from app.jobs.worker import AppWorker
+    from tests.conftest import TEST_REDIS_URL
+
+    AppWorker.flask_app = app
+    with app.app_context():
+        AppWorker(["default"], connection=redis.Redis.from_url(TEST_REDIS_URL)).work(burst=True)
+
+
+def test_page_upload_preview_remap_job_and_result(app, login, tmp_path):
+    import re
+
+    import redis
+
+    from tests.conftest import TEST_REDIS_URL
+
+    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+    ops = login("ops")
+    page = ops.get("/imports/").get_data(as_text=True)
+    assert "导入" in page and "订单导入模板" in page and 'name="csrf_token"' in page
+    tpl = ops.get("/imports/template/oms_tracking")
+    assert tpl.status_code == 200 and openpyxl.load_workbook(io.BytesIO(tpl.data)).active["A1"].value == "店铺"
+    header = OMS_HEADER + ["备用"]
+    path = write_xlsx(tmp_path / "web.xlsx", [header, oms_row("W1") + ["卖家备注写在这里"],
+                                              oms_row("W2", paid="2026-13-45") + [""]])
+    with path.open("rb") as fh:
+        resp = ops.post("/imports/preview", data={"files": (fh, "web.xlsx"), "mode": "valid", "shop": ""},
+                        content_type="multipart/form-data")
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "订单导入模板" in html and "W1" in html
+    token = re.search(r"/imports/start/([0-9a-f]{32})", html).group(1)
+    # the user maps the unknown column 备用 to 卖家备注
+    resp = ops.post(f"/imports/start/{token}", data={"map-0-备用": "seller_memo"})
+    assert resp.status_code == 302
+    job_url = resp.headers["Location"]
+    assert "/imports/job/" in job_url
+    assert "progress-bar" in ops.get(job_url).get_data(as_text=True)
+    run_worker(app)
+    status = ops.get(job_url + "/status").json
+    assert status["state"] == "finished" and status["progress"] == 100
+    result = status["result"]
+    assert (result["created"], result["failed"]) == (1, 1) and result["applied"]
+    with app.app_context():
+        o = db.session.scalar(select(Order).where(Order.platform_order_id == "W1"))
+        assert o.seller_memo == "卖家备注写在这里"
+    report = ops.get(result["report_url"])
+    assert report.status_code == 200
+    ws = openpyxl.load_workbook(io.BytesIO(report.data)).active
+    assert "无法识别的日期" in ws.cell(row=3, column=4).comment.text
+    # the job is the user's own: another user gets 404
+    assert login("warehouse").get(job_url + "/status").status_code == 404
+    # running the same job twice is safe: everything is unchanged the second time
+    with app.app_context():
+        from rq.job import Job
+
+        from app.jobs.queue import redis_conn
+
+        from app.jobs.queue import get_queue
+
+        job = Job.fetch(job_url.rsplit("/", 1)[1], connection=redis_conn())
+        get_queue(job.origin).enqueue_job(job)
+    run_worker(app)
+    with app.app_context():
+        assert count(Order, Order.platform_order_id == "W1") == 1
+
+
+def test_page_permissions(login):
+    assert login("cs").get("/imports/").status_code in (302, 403)
+    assert login("warehouse").get("/imports/").status_code == 200
+    assert login("finance").get("/imports/").status_code in (302, 403)

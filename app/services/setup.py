@@ -27,6 +27,7 @@ R, W, D = "can_read", "can_write", "can_delete"
 # role -> {permission view name: [permissions]}
 ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
     ROLE_OPS: {
+        "Import": [R, W],  # 导入 (orders, SKUs, stock counts, tracking numbers)
         "Order": [R, W, "can_audit", "can_hold"],
         "OrderEvent": [R],
         "Customer": [R, W],
@@ -49,6 +50,7 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         COLUMN_SCOPE_VIEW: [PERM_PII, PERM_REVEAL],
     },
     ROLE_WAREHOUSE: {
+        "Import": [R, W],  # 导入 (orders, SKUs, stock counts, tracking numbers)
         "Order": [R, W, "can_hold"],
         "OrderEvent": [R],
         "Product": [R],

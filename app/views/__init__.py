@@ -7,6 +7,7 @@ from flask_babel import lazy_gettext as _l
 from .audit import PiiAccessLogApi, PiiAccessLogView
 from .catalog import BundleComponentApi, BundleComponentView, ProductApi, ProductView, SkuApi, SkuView
 from .customers import CustomerApi, CustomerOrderView, CustomerView
+from .imports import ImportView
 from .inventory import StockApi, StockMovementApi, StockMovementView, StockView, WarehouseApi, WarehouseView
 from .jobs import JobsView
 from .listings import ShopListingApi, ShopListingView
@@ -23,6 +24,7 @@ MENU = [
     (OrderView, "Orders", _l("Orders"), "OrderHub", _l("Order hub"), "fa-list"),
     (OrderEventView, "Order events", _l("Order events"), "OrderHub", _l("Order hub"), "fa-history"),
     (CustomerView, "Customers", _l("Customers"), "OrderHub", _l("Order hub"), "fa-users"),
+    (ImportView, "Import", _l("Import"), "OrderHub", _l("Order hub"), "fa-upload"),
     (ProductView, "Products", _l("Products"), "Catalog", _l("Catalog"), "fa-cube"),
     (SkuView, "SKUs", _l("SKUs"), "Catalog", _l("Catalog"), "fa-cubes"),
     (BundleComponentView, "Bundle components", _l("Bundle components"), "Catalog", _l("Catalog"), "fa-object-group"),
