@@ -153,3 +153,33 @@ def test_generic_grid_edit_validates_through_the_schema(ctx, login):
     assert resp.status_code == 200 and resp.json["results"][0]["ok"], resp.json
     db.session.expire_all()
     assert db.session.get(Sku, sku.id).name == "新名字"
+
+
+def test_workbench_page_renders_for_order_readers_only(login):
+    page = login("cs").get("/grid/order/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'data-resource="order"' in html and "vendor/tabulator/tabulator.min.js" in html
+    assert "订单工作台" in html
+    # 财务 has no Customer write, but may read customers; 客服 may not open the shop grid
+    assert login("cs").get("/grid/shop/").status_code in (302, 403)
+
+
+def test_saved_views_are_per_user_and_one_default(login):
+    ops = login("ops")
+    state = {"tab": "to_audit", "filters": {"platform": ["taobao"]}, "columns": [{"key": "flag", "visible": False}]}
+    assert ops.post("/api/v1/order/grid/views", json={"name": "待审淘宝", "state": state,
+                                                       "is_default": True}).status_code == 200
+    assert ops.post("/api/v1/order/grid/views", json={"name": "全部", "state": {}, "is_default": True}).status_code == 200
+    views = {v["name"]: v for v in ops.get("/api/v1/order/grid/views").json["views"]}
+    assert views["待审淘宝"]["state"] == state
+    assert [n for n, v in views.items() if v["is_default"]] == ["全部"]
+    # replacing by name keeps one row
+    ops.post("/api/v1/order/grid/views", json={"name": "全部", "state": {"tab": "held"}})
+    assert len(ops.get("/api/v1/order/grid/views").json["views"]) == 2
+    # another user sees none and cannot delete them
+    cs = login("cs")
+    assert cs.get("/api/v1/order/grid/views").json["views"] == []
+    assert cs.delete(f"/api/v1/order/grid/views/{views['全部']['id']}").status_code == 404
+    bad = ops.post("/api/v1/order/grid/views", json={"name": "", "state": {}})
+    assert bad.status_code == 422 and "视图名称" in bad.json["message"]

@@ -10,6 +10,7 @@ from .order import (
     PiiAccessLog, WRITEBACK_STATUSES,
 )
 from .product import BundleComponent, Product, Sku
+from .saved_view import SavedView
 from .security import OmsUser, user_shop
 from .shop import Shop
 from .sync import SYNC_STATUSES, SyncRun
@@ -19,5 +20,5 @@ __all__ = [
     "StockMovement", "MOVEMENT_TYPES", "Carrier", "Customer", "CustomerShop", "Order",
     "OrderLine", "OrderHold", "OrderEvent", "PiiAccessLog", "ORDER_STATUSES", "HOLD_REASONS",
     "EVENT_SOURCES", "FLAGS", "OmsUser", "user_shop", "SyncRun", "SYNC_STATUSES",
-    "ShopListing", "OrderCountDelta",
+    "ShopListing", "OrderCountDelta", "SavedView",
 ]

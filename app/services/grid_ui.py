@@ -58,14 +58,15 @@ def meta(spec: grid.GridSpec, *, can_write: bool, has_access: Callable[[str], bo
     editable = grid.editable_keys(spec, can_write)
     out_cols = []
     for i, c in enumerate(cols):
-        item = {"key": c.key, "label": c.label, "kind": c.kind, "sortable": c.sortable,
-                "filter": c.filter, "choices": c.choices, "editable": c.key in editable,
+        choices = {k: str(v) for k, v in c.choices.items()} if c.choices else None
+        item = {"key": c.key, "label": str(c.label), "kind": c.kind, "sortable": c.sortable,
+                "filter": c.filter, "choices": choices, "editable": c.key in editable,
                 "frozen": i < spec.frozen, "width": c.width}
         if c.key in editable and c.edit_choices:
             source = EDIT_OPTION_SOURCES.get(c.edit_choices)
             item["edit_options"] = OPTION_SOURCES[source]() if source else []
         if c.key in editable and c.kind == "choice":
-            item["edit_options"] = [{"value": _typed(k), "label": v} for k, v in (c.choices or {}).items()]
+            item["edit_options"] = [{"value": _typed(k), "label": v} for k, v in (choices or {}).items()]
         out_cols.append(item)
     quick = []
     for qf in spec.quick_filters:
@@ -84,7 +85,7 @@ def meta(spec: grid.GridSpec, *, can_write: bool, has_access: Callable[[str], bo
         tabs = [{"code": t["code"], "label": t["label"]} for t in _TAB_PROVIDERS[spec.tabs]({})]
     key, direction = spec.default_sort
     return {
-        "resource": spec.resource, "title": spec.title, "columns": out_cols, "quick_filters": quick,
+        "resource": spec.resource, "title": str(spec.title), "columns": out_cols, "quick_filters": quick,
         "tabs": tabs, "actions": actions, "can_write": bool(editable), "default_sort": f"{key}:{direction}",
         "page_size": 50, "count_cap": grid.COUNT_CAP,
     }
