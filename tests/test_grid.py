@@ -183,3 +183,33 @@ def test_saved_views_are_per_user_and_one_default(login):
     assert cs.delete(f"/api/v1/order/grid/views/{views['全部']['id']}").status_code == 404
     bad = ops.post("/api/v1/order/grid/views", json={"name": "", "state": {}})
     assert bad.status_code == 422 and "视图名称" in bad.json["message"]
+
+
+def _texts(meta):
+    for c in meta["columns"]:
+        yield c["label"]
+        yield from (c.get("choices") or {}).values()
+        yield from (o["label"] for o in c.get("edit_options") or [])
+    for q in meta["quick_filters"]:
+        yield q["label"]
+        yield from (o["label"] for o in q.get("options") or [])
+    for a in meta["actions"]:
+        yield a["label"]
+        for p in a.get("params") or []:
+            yield p["label"]
+            yield from (o["label"] for o in p.get("options") or [])
+    yield from (t["label"] for t in meta["tabs"] or [])
+    yield meta["title"]
+
+
+def test_every_grid_definition_speaks_chinese(login):
+    import re
+
+    client = login("admin")
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    allowed_latin = {"SKU", "ID", "App key", "Kuaidi100"}
+    for resource in ("order", "sku", "stock", "customer", "shop"):
+        meta = client.get(f"/api/v1/{resource}/grid/meta").json
+        english = [t for t in _texts(meta) if t and not cjk.search(t) and t not in allowed_latin
+                   and not re.fullmatch(r"[\d\W]+", t) and not re.fullmatch(r"[A-Z]{1,4}\d*[-\w]*", t)]
+        assert not english, (resource, english)

@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 from sqlalchemy import Boolean, Integer, Numeric, and_, func, or_, select, tuple_
 from sqlalchemy.orm import aliased
 
+from flask_babel import lazy_gettext as _l
+
 from app.extensions import db
 
 from . import columns as column_scope
@@ -176,7 +178,7 @@ def build_spec(api_cls) -> GridSpec:
             width=(getattr(api_cls, "grid_widths", None) or {}).get(key),
         ))
     sort = getattr(api_cls, "grid_default_sort", None) or getattr(api_cls, "base_order", None) or ("id", "desc")
-    title = getattr(api_cls, "grid_title", None) or api_cls.resource_name
+    title = getattr(api_cls, "grid_title", None) or _l("Grid")
     return GridSpec(
         resource=api_cls.resource_name, model=model, title=title,
         permission=api_cls.class_permission_name or model.__name__,

@@ -75,6 +75,7 @@ class ProductApi(OmsModelRestApi):
 
 
 class SkuApi(OmsModelRestApi):
+    grid_title = _l("SKU grid")
     resource_name = "sku"
     datamodel = OmsInterface(Sku)
     class_permission_name = "Product"

@@ -41,6 +41,7 @@ class CustomerView(OmsModelView):
 
 
 class CustomerApi(OmsModelRestApi):
+    grid_title = _l("Customer grid")
     resource_name = "customer"
     datamodel = OmsInterface(Customer)
     class_permission_name = "Customer"

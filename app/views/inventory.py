@@ -61,6 +61,7 @@ class WarehouseApi(OmsModelRestApi):
 
 
 class StockApi(OmsModelRestApi):
+    grid_title = _l("Stock grid")
     resource_name = "stock"
     datamodel = OmsInterface(Stock)
     class_permission_name = "Stock"

@@ -90,6 +90,7 @@ class ShopView(OmsModelView):
 
 
 class ShopApi(OmsModelRestApi):
+    grid_title = _l("Shop grid")
     resource_name = "shop"
     datamodel = OmsInterface(Shop)
     class_permission_name = "Shop"
