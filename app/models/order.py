@@ -62,12 +62,14 @@ class Order(Model):
         ),
         # The list filters: status tabs by paid time, shop + status, modified time.
         # ``id`` breaks ties in the grid's keyset order (paid_at DESC, id DESC), so a
-        # page is one index range scan with no sort, page 1 or page 200.
+        # page is one index range scan with no sort, page 1 or page 200: per status
+        # tab, per shop and tab, the 全部 tab (paid_at, id), and 异常 (is_held, ...).
         Index("ix_order_status_paid", "status", "paid_at", "id"),
         Index("ix_order_shop_status_paid", "shop_id", "status", "paid_at", "id"),
+        Index("ix_order_paid", "paid_at", "id"),
         Index("ix_order_platform_modified", "platform_modified_at"),
         Index("ix_order_updated", "updated_at"),
-        Index("ix_order_held", "is_held", "status"),
+        Index("ix_order_held", "is_held", "paid_at", "id"),
         Index("ix_order_writeback", "writeback_status"),
         CheckConstraint("writeback_status IN ('pending','done','failed')", name="ck_order_writeback"),
     )

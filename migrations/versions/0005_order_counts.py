@@ -130,6 +130,10 @@ def upgrade():
     op.create_index('ix_order_shop_status_paid', 'oms_order', ['shop_id', 'status', 'paid_at', 'id'], unique=False)
     op.drop_index('ix_order_status_paid', table_name='oms_order')
     op.create_index('ix_order_status_paid', 'oms_order', ['status', 'paid_at', 'id'], unique=False)
+    # the 全部 tab (no status filter) and 异常 (is_held) in the same order
+    op.create_index('ix_order_paid', 'oms_order', ['paid_at', 'id'], unique=False)
+    op.drop_index('ix_order_held', table_name='oms_order')
+    op.create_index('ix_order_held', 'oms_order', ['is_held', 'paid_at', 'id'], unique=False)
 
     _create_triggers()
     op.execute(f"INSERT INTO oms_order_count_delta ({_COLS}, n)"
@@ -138,6 +142,9 @@ def upgrade():
 
 def downgrade():
     _drop_triggers()
+    op.drop_index('ix_order_held', table_name='oms_order')
+    op.create_index('ix_order_held', 'oms_order', ['is_held', 'status'], unique=False)
+    op.drop_index('ix_order_paid', table_name='oms_order')
     op.drop_index('ix_order_status_paid', table_name='oms_order')
     op.create_index('ix_order_status_paid', 'oms_order', ['status', 'paid_at'], unique=False)
     op.drop_index('ix_order_shop_status_paid', table_name='oms_order')
