@@ -86,12 +86,20 @@
       .map(function (c) { return c.getField(); });
   }
 
+  // A link may open the grid on a tab or filter: /grid/order/?tab=to_audit&filters={...}
+  (function initialState() {
+    var q = new URLSearchParams(window.location.search);
+    if (q.get("tab")) { state.tab = q.get("tab"); }
+    if (q.get("filters")) { try { state.filters = JSON.parse(q.get("filters")) || {}; } catch (e) { state.filters = {}; } }
+  })();
+
   // --- definition → page ---------------------------------------------------
   function load() {
     api(base + "/meta").then(function (r) {
       meta = r.body;
       buildTabs();
       buildFilters();
+      writeFilterForm(state.filters);
       buildActions();
       buildTable();
       loadViews();
@@ -813,7 +821,7 @@
     if (!viewsLoaded || !tableReady || defaultApplied) { return; }
     defaultApplied = true;
     var def = savedViews.filter(function (v) { return v.is_default; })[0];
-    if (def) { applyView(def); }
+    if (def && !window.location.search) { applyView(def); }  // a link with a tab or filter wins
   }
 
   function buildViewsMenu() {
