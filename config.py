@@ -108,6 +108,8 @@ class Config:
     OMS_ADMIN_PASSWORD = os.environ.get("OMS_ADMIN_PASSWORD", "")
     # Number of reverse proxies in front of the web processes (0: none).
     OMS_PROXY_COUNT = int(os.environ.get("OMS_PROXY_COUNT", "0") or 0)
+    # Seconds a permission check's answer is reused per process (app/security.py).
+    OMS_PERMISSION_CACHE_SECONDS = float(os.environ.get("OMS_PERMISSION_CACHE_SECONDS", "5") or 0)
 
     # --- language -----------------------------------------------------
     BABEL_DEFAULT_LOCALE = "zh"
@@ -136,8 +138,23 @@ class Config:
     OMS_IMPORT_MAX_ROWS = int(os.environ.get("OMS_IMPORT_MAX_ROWS", "200000") or 200000)
     OMS_IMPORT_MAX_UNZIPPED_BYTES = int(os.environ.get("OMS_IMPORT_MAX_UNZIPPED_BYTES", str(1024 ** 3)))
     OMS_IMPORT_MAX_ZIP_RATIO = int(os.environ.get("OMS_IMPORT_MAX_ZIP_RATIO", "200") or 200)
+    # Batch actions (services/batch_actions.py): most orders in one batch, the largest
+    # batch run inline (above: an RQ job with progress), orders per commit.
+    OMS_BATCH_MAX = int(os.environ.get("OMS_BATCH_MAX", "5000") or 5000)
+    OMS_BATCH_INLINE_MAX = int(os.environ.get("OMS_BATCH_INLINE_MAX", "50") or 50)
+    OMS_BATCH_CHUNK = int(os.environ.get("OMS_BATCH_CHUNK", "200") or 200)
+
+    # --- exports and round trip (services/exports.py, services/roundtrip.py) ---
+    # Up to this many rows an export is written in the response; above, it runs as a job.
+    OMS_EXPORT_INLINE_MAX = int(os.environ.get("OMS_EXPORT_INLINE_MAX", "5000") or 5000)
+    OMS_EXPORT_KEEP_DAYS = float(os.environ.get("OMS_EXPORT_KEEP_DAYS", "7") or 7)
+    # Largest xlsx accepted for a round-trip import, and how long its preview is kept.
+    OMS_ROUNDTRIP_MAX_BYTES = int(os.environ.get("OMS_ROUNDTRIP_MAX_BYTES", str(20 * 1024 * 1024)))
+    OMS_ROUNDTRIP_TTL = int(os.environ.get("OMS_ROUNDTRIP_TTL", "3600") or 3600)
 
 
 class TestConfig(Config):
     TESTING = True
+    # tests change roles and check the effect at once
+    OMS_PERMISSION_CACHE_SECONDS = 0
     RATELIMIT_ENABLED = True

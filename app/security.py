@@ -86,6 +86,31 @@ class OmsSecurityManager(SecurityManager):
     groupmodelview = OmsGroupModelView
     userstatschartview = None  # an English-only chart of FAB internals
 
+    # Permission checks run on every request (FAB queries the role × permission
+    # tables each time). Their answers are kept per process for a few seconds
+    # (OMS_PERMISSION_CACHE_SECONDS, 0 = off): a role edited in the security UI
+    # takes effect everywhere within that time.
+    _permission_cache: dict = {}
+
+    def exist_permission_on_roles(self, view_name, permission_name, role_ids):
+        import time
+
+        from flask import current_app
+
+        ttl = float(current_app.config.get("OMS_PERMISSION_CACHE_SECONDS", 0) or 0)
+        if ttl <= 0:
+            return super().exist_permission_on_roles(view_name, permission_name, role_ids)
+        key = (view_name, permission_name, tuple(sorted(role_ids)))
+        now = time.monotonic()
+        hit = self._permission_cache.get(key)
+        if hit is not None and now - hit[1] < ttl:
+            return hit[0]
+        value = super().exist_permission_on_roles(view_name, permission_name, role_ids)
+        if len(self._permission_cache) > 10_000:
+            self._permission_cache.clear()
+        self._permission_cache[key] = (value, now)
+        return value
+
     def load_user(self, pk):
         # Load the user and their shops unscoped: the row scope is derived from them.
         from app.services.scope import as_scope

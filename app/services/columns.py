@@ -55,21 +55,45 @@ class ColumnGrant:
         return {"finance": self.finance, "pii": self.pii, "all_shops": self.all_shops}.get(scope, False)
 
 
+_grant_cache: dict = {}
+
+
 def grant_for_user(user) -> ColumnGrant:
+    """The user's column grant, from their roles' ColumnScope permissions. Reused per
+    process for OMS_PERMISSION_CACHE_SECONDS per set of roles (as app/security.py
+    does for FAB's permission checks)."""
+    import time
+
+    from flask import current_app
+
     from app.extensions import appbuilder
 
     if user is None or not getattr(user, "is_authenticated", False):
         return ColumnGrant.nothing()
+    all_shops = bool(getattr(user, "all_shops", False))
+    ttl = float(current_app.config.get("OMS_PERMISSION_CACHE_SECONDS", 0) or 0)
+    key = tuple(sorted(r.id for r in user.roles))
+    hit = _grant_cache.get(key) if ttl > 0 else None
+    if hit is not None and time.monotonic() - hit[1] < ttl:
+        finance, pii, reveal = hit[0]
+        return ColumnGrant(finance, pii, reveal, all_shops)
     sm = appbuilder.sm
     perms = set()
-    all_shops = bool(getattr(user, "all_shops", False))
+    flags = None
     for role in user.roles:
         if role.name == sm.auth_role_admin:
-            return ColumnGrant(True, True, True, all_shops)
+            flags = (True, True, True)
+            break
         for pv in role.permissions:
             if pv.view_menu and pv.view_menu.name == COLUMN_SCOPE_VIEW:
                 perms.add(pv.permission.name)
-    return ColumnGrant(PERM_FINANCE in perms, PERM_PII in perms, PERM_REVEAL in perms, all_shops)
+    if flags is None:
+        flags = (PERM_FINANCE in perms, PERM_PII in perms, PERM_REVEAL in perms)
+    if ttl > 0:
+        if len(_grant_cache) > 10_000:
+            _grant_cache.clear()
+        _grant_cache[key] = (flags, time.monotonic())
+    return ColumnGrant(*flags, all_shops)
 
 
 _job_grant = None
