@@ -259,3 +259,53 @@ def import_cmd(files, profile_names, shop, valid_only, username):
             click.echo(f"  …… 共 {len(result.issues)} 处错误", err=True)
         click.echo(f"错误报告：{result.report_path}", err=True)
         raise SystemExit(1)
+
+
+@oms.command("export")
+@click.argument("entity")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="输出文件（.xlsx 或 .csv）")
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help='筛选条件，可多次指定，与表格相同（如 tab=to_audit、shop_id=[1,2]、paid_at={"from":"2026-11-01"}）')
+@click.option("--columns", default=None, help="逗号分隔的列名（默认全部可见列）")
+@click.option("--sort", default=None, help="排序，如 paid_at:desc")
+@click.option("--format", "fmt", default=None, type=click.Choice(["xlsx", "csv", "csv_gbk"]),
+              help="默认按 --out 的扩展名：.csv 为 UTF-8（带 BOM），其他为 xlsx")
+@click.option("--user", "username", default="admin", show_default=True,
+              help="以该用户导出：只含其店铺的记录和其有权查看的列，敏感信息打码")
+def export_cmd(entity, out, filters, columns, sort, fmt, username):
+    """Export a grid (order, sku, stock, customer, ...) to xlsx or CSV, as a user sees it."""
+    import os
+
+    from app.extensions import appbuilder
+    from app.services import exports
+    from app.services.errors import DomainError
+
+    user = appbuilder.sm.find_user(username=username)
+    if user is None:
+        raise click.ClickException(f"用户不存在：{username}")
+    if fmt is None:
+        fmt = "csv" if out.lower().endswith(".csv") else "xlsx"
+    partial = out + ".part"
+    try:
+        with exports.as_user(user.id):
+            req = exports.ExportRequest.parse(entity, filters=exports.apply_filters_kv(filters),
+                                              columns=columns, sort=sort, fmt=fmt)
+            total, _ = exports.count(req, exports.XLSX_MAX_ROWS + 1)
+            with click.progressbar(length=max(total, 1), label=f"导出 {total} 行") as bar:
+                state = {"done": 0}
+
+                def progress(done, _total=None, message=None):
+                    bar.update(done - state["done"])
+                    state["done"] = done
+
+                rows = exports.write_export(req, partial, progress=progress, total=total)
+                bar.update(max(total, 1) - state["done"])
+        os.replace(partial, out)
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    except OSError as exc:
+        raise click.ClickException(f"无法写入 {out}：{exc.strerror or exc}") from None
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    click.echo(f"已导出 {rows} 行：{out}")

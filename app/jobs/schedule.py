@@ -5,6 +5,7 @@ from rq.cron import CronScheduler
 
 from app.jobs.counters import compact_order_counts_job
 from app.jobs.customers import recompute_tiers
+from app.jobs.exports import cleanup_exports
 from app.jobs.queue import redis_conn
 from app.jobs.stock_push import push_due_job
 from app.jobs.sync import dispatch_due_syncs
@@ -23,4 +24,6 @@ def build_scheduler() -> CronScheduler:
     # Fold the status-tab counter deltas (services/order_counts.py) into one row per group.
     scheduler.register(compact_order_counts_job, queue_name="default", interval=60, name="order-count-compact",
                        result_ttl=600)
+    # Export files older than OMS_EXPORT_KEEP_DAYS (7) are deleted; 03:30 in Shanghai.
+    scheduler.register(cleanup_exports, queue_name="default", cron="30 19 * * *", name="export-cleanup")
     return scheduler

@@ -177,6 +177,9 @@ API_METHOD_PERMISSIONS = {
     "get": "read", "get_list": "read", "info": "read",
     "post": "write", "put": "write", "delete": "delete",
     "grid_meta": "read", "grid_rows": "read", "grid_count": "read", "grid_edit": "write",
+    # export and round trip (services/exports.py, services/roundtrip.py)
+    "grid_export": "read", "grid_export_download": "read",
+    "grid_roundtrip_preview": "write", "grid_roundtrip_apply": "write",
 }
 
 
@@ -382,6 +385,138 @@ class OmsModelRestApi(ModelRestApi):
         except DomainError as exc:
             return self._grid_error(exc)
         return self.response(200, results=results)
+
+    # export and round trip (services/exports.py, services/roundtrip.py) -------------
+    def _is_admin(self) -> bool:
+        return self.appbuilder.sm.auth_role_admin in {r.name for r in (current_user.roles or [])}
+
+    @api_expose("/grid/export", methods=["GET"])
+    @protect()
+    @safe
+    def grid_export(self):
+        """Export the grid's current filter, sort and columns (xlsx, CSV UTF-8 with BOM, CSV GBK)
+        ---
+        get:
+          description: >-
+            Up to OMS_EXPORT_INLINE_MAX (5,000) matching rows the file is the response
+            (Content-Disposition with the zh name as RFC 5987 filename*). Above, an RQ job
+            is queued and the answer is 202 {job_id, filename}; GET /api/v1/job/<job_id>
+            then gives the job's state and, when finished, result {download_url, filename, rows}.
+          parameters:
+          - {in: query, name: format, schema: {type: string, enum: [xlsx, csv, csv_gbk]}}
+          - {in: query, name: filters, schema: {type: string}, description: JSON object, as for grid/rows}
+          - {in: query, name: columns, schema: {type: string}, description: comma-separated column keys}
+          - {in: query, name: sort, schema: {type: string}, description: "column:asc|desc"}
+          responses:
+            200: {description: The file}
+            202: {description: "Queued: {job_id, filename}"}
+            422: {$ref: '#/components/responses/422'}
+        """
+        from flask import Response, current_app
+
+        from app.services import exports
+
+        try:
+            req = exports.ExportRequest.parse(
+                self.resource_name, filters=request.args.get("filters"), columns=request.args.get("columns"),
+                sort=request.args.get("sort"), fmt=request.args.get("format"))
+            kind, payload, name = exports.start(req, user_id=current_user.id,
+                                                inline_max=int(current_app.config["OMS_EXPORT_INLINE_MAX"]))
+        except DomainError as exc:
+            return self._grid_error(exc)
+        if kind == "job":
+            return self.response(202, job_id=payload.id, filename=name)
+        resp = Response(payload, mimetype=exports.FORMATS[req.fmt][1])
+        resp.headers["Content-Disposition"] = exports.content_disposition(name)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @api_expose("/grid/export/download/<file_id>", methods=["GET"])
+    @protect()
+    @safe
+    def grid_export_download(self, file_id):
+        """A finished export job's file: only for the user who queued it, or an admin (404 otherwise)
+        ---
+        get:
+          parameters:
+          - {in: path, name: file_id, required: true, schema: {type: string}}
+          responses:
+            200: {description: The file}
+            404: {$ref: '#/components/responses/404'}
+        """
+        from flask import send_file
+
+        from app.services import exports
+
+        try:
+            found = exports.export_file(file_id, user_id=current_user.id, is_admin=self._is_admin(),
+                                        resource=self.resource_name)
+        except DomainError as exc:
+            return self._grid_error(exc)
+        resp = send_file(found.path, mimetype=found.mimetype, max_age=0)
+        resp.headers["Content-Disposition"] = exports.content_disposition(found.filename)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @api_expose("/grid/roundtrip/preview", methods=["POST"])
+    @protect()
+    @safe
+    def grid_roundtrip_preview(self):
+        """Upload an exported and edited xlsx: the cells that would change, old → new (nothing saved yet)
+        ---
+        post:
+          requestBody:
+            content:
+              multipart/form-data:
+                schema: {type: object, properties: {file: {type: string, format: binary}}}
+          responses:
+            200:
+              description: >-
+                {token, resource, title, changes: [{id, row, key, label, old, new}],
+                errors: [{row, column, message}], unchanged_rows, rows}; send the token to
+                grid/roundtrip/apply (valid OMS_ROUNDTRIP_TTL seconds, for this user only)
+            422: {$ref: '#/components/responses/422'}
+        """
+        from app.services import roundtrip
+        from app.services.errors import ValidationError as DomainValidation
+
+        upload = request.files.get("file")
+        try:
+            if upload is None:
+                raise DomainValidation("请选择要导入的 xlsx 文件", "file")
+            result = roundtrip.preview(upload.stream, resource=self.resource_name, can_write=self._has("can_write"))
+            token = roundtrip.stage(result, user_id=current_user.id)
+        except DomainError as exc:
+            return self._grid_error(exc)
+        return self.response(200, token=token, **roundtrip.public(result))
+
+    @api_expose("/grid/roundtrip/apply", methods=["POST"])
+    @protect()
+    @safe
+    def grid_roundtrip_apply(self):
+        """Apply a previewed import: per-row results; rows changed since the preview are skipped
+        ---
+        post:
+          requestBody:
+            content:
+              application/json:
+                schema: {type: object, properties: {token: {type: string}}}
+          responses:
+            200:
+              description: >-
+                {results: [{id, ok, message?, field?, conflict?}], applied, failed, conflicts}
+            404: {$ref: '#/components/responses/404'}
+            422: {$ref: '#/components/responses/422'}
+        """
+        from app.services import roundtrip
+
+        body = request.get_json(silent=True) or {}
+        try:
+            outcome = roundtrip.apply(body.get("token"), resource=self.resource_name, user_id=current_user.id,
+                                      can_write=self._has("can_write"), editor=self.grid_save_row)
+        except DomainError as exc:
+            return self._grid_error(exc)
+        return self.response(200, **outcome)
 
     def grid_save_row(self, pk: int, changes: dict) -> None:
         """Apply one row's edits (``changes`` by API field name); the caller owns the
