@@ -27,7 +27,7 @@ READ = {
     ("/piiaccesslogview/list/", "/api/v1/pii_access_log/"): {"admin"},
     ("/syncrunview/list/", "/api/v1/sync_run/"): {"admin", "ops"},
     ("/shoplistingview/list/", "/api/v1/shop_listing/"): {"admin", "ops", "warehouse"},
-    ("/jobs/", None): {"admin"},
+    ("/jobs/", None): {"admin", "ops", "cs", "warehouse", "finance"},  # 我的任务: own jobs
     ("/users/list/", None): {"admin"},
     ("/roles/list/", None): {"admin"},
 }
@@ -97,10 +97,10 @@ def test_orders_are_never_deleted(app, ids, login):
 
 
 @pytest.mark.parametrize("role,present,absent", [
-    ("cs", ["/orderview/list/", "/customerview/list/"], ["/shopview/list/", "/jobs/", "/users/list/"]),
+    ("cs", ["/orderview/list/", "/customerview/list/", "/jobs/"], ["/shopview/list/", "/users/list/"]),
     ("warehouse", ["/orderview/list/", "/warehouseview/list/"], ["/customerview/list/", "/shopview/list/"]),
-    ("finance", ["/orderview/list/", "/shopview/list/"], ["/carrierview/list/", "/jobs/"]),
-    ("ops", ["/shopview/list/", "/skuview/list/"], ["/jobs/", "/users/list/"]),
+    ("finance", ["/orderview/list/", "/shopview/list/", "/jobs/"], ["/carrierview/list/"]),
+    ("ops", ["/shopview/list/", "/skuview/list/", "/jobs/"], ["/users/list/"]),
     ("admin", ["/jobs/", "/users/list/", "/shopview/list/"], []),
 ])
 def test_each_role_sees_its_own_menus(app, login, role, present, absent):

@@ -38,6 +38,7 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Shop": [R, W, "can_sync"],
         "SyncRun": [R],
         "ShopListing": [R, W],
+        "Jobs": [R],  # 我的任务: their own background jobs
         COLUMN_SCOPE_VIEW: [PERM_FINANCE, PERM_PII],
     },
     ROLE_CS: {
@@ -47,6 +48,7 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Product": [R],
         "Stock": [R],
         "Carrier": [R],
+        "Jobs": [R],  # 我的任务: their own background jobs
         COLUMN_SCOPE_VIEW: [PERM_PII, PERM_REVEAL],
     },
     ROLE_WAREHOUSE: {
@@ -58,6 +60,7 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Warehouse": [R, W],
         "Carrier": [R, W],
         "ShopListing": [R],
+        "Jobs": [R],  # 我的任务: their own background jobs
         COLUMN_SCOPE_VIEW: [PERM_PII],
     },
     ROLE_FINANCE: {
@@ -68,6 +71,7 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Stock": [R],
         "Warehouse": [R],
         "Shop": [R],
+        "Jobs": [R],  # 我的任务: their own background jobs
         COLUMN_SCOPE_VIEW: [PERM_FINANCE],
     },
 }

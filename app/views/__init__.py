@@ -9,7 +9,7 @@ from .catalog import BundleComponentApi, BundleComponentView, ProductApi, Produc
 from .customers import CustomerApi, CustomerOrderView, CustomerView
 from .imports import ImportView
 from .inventory import StockApi, StockMovementApi, StockMovementView, StockView, WarehouseApi, WarehouseView
-from .jobs import JobsView
+from .jobs import JobApi, JobsView
 from .listings import ShopListingApi, ShopListingView
 from .logistics import CarrierApi, CarrierView
 from .orders import (
@@ -41,7 +41,7 @@ MENU = [
 HIDDEN_VIEWS = [OrderLineView, OrderHoldView, CustomerOrderView]
 APIS = [OrderApi, OrderLineApi, OrderHoldApi, OrderEventApi, CustomerApi, ProductApi, SkuApi,
         BundleComponentApi, WarehouseApi, StockApi, StockMovementApi, CarrierApi, ShopApi, PiiAccessLogApi,
-        SyncRunApi, ShopListingApi]
+        SyncRunApi, ShopListingApi, JobApi]
 
 
 def register_views(appbuilder) -> None:

@@ -1,0 +1,404 @@
+"""Batch actions on orders (订单工作台 → 批量操作): one registry, one runner.
+
+``run(action, order_ids, params, user_id=...)`` validates the parameters first
+(nothing is written when they are wrong), then applies the action to each order
+in its own savepoint and commits every ``OMS_BATCH_CHUNK`` orders (default 200),
+reporting progress after each chunk. A failed order never undoes another order,
+and an order committed in an earlier chunk stays committed whatever happens
+later. The result::
+
+    {"action": "audit", "action_zh": "审单", "total": 3,
+     "ok": [12, 13],                                   # changed now
+     "skipped": [{"id": 14, "platform_order_id": "…", "message": "…已审核…"}],
+     "failed": [{"id": 15, "platform_order_id": "…", "message": "订单 … 当前为「已发货」，不能审单…"}]}
+
+``skipped`` holds the orders that were already in the target state (already
+audited, already held, flag already 3…): nothing was done to them, nothing needs
+doing. That makes a batch safe to run twice (a retried job): the second run
+changes nothing and reports every order as skipped or failed with its reason.
+``total`` = len(ok) + len(skipped) + len(failed).
+
+Audit trail: every change writes its OrderEvent(s) through the state machine or
+``orders.update_fields``, with the note ``批量操作`` (a hold's event note also
+carries its reason), so an order's history shows that a batch did it and who.
+
+Decisions a team would ask about:
+
+* **Hold** (挂起) is a manual hold (人工挂起) whose note is the reason the user typed.
+* **Release** (解除挂起) releases the holds a person may judge — 人工挂起, 缺货,
+  地址不全, 黑名单, and 未匹配商品 once every line matches a SKU — but never
+  退款中 or 平台锁定: those mirror a platform fact and sync releases them when the
+  platform clears it. An order left with only such holds is reported as failed
+  with the reason; an order released of some holds but still under a platform
+  hold counts as done (it stays under 异常).
+* **Warehouse** (指定仓库) only before audit (待付款, 待审核): an audited order has its
+  stock reserved in its warehouse, so it must be un-audited first.
+* **Carrier** (指定快递公司) only before shipping; inactive carriers are refused.
+* **Ship** (发货) needs a carrier and a tracking number on the order; it deducts
+  stock and marks the write-back, which is queued after each chunk's commit.
+* **Selection**: explicit ids or a grid filter ("select all matching"), at most
+  ``OMS_BATCH_MAX`` (5,000) orders either way, always within the user's shops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+from flask import current_app, has_app_context
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from app.extensions import db
+from app.models import Carrier, Order, OrderEvent, OrderLine, Sku, Warehouse
+
+from . import grid, order_status
+from . import orders as order_service
+from .errors import DomainError, IllegalTransition, ValidationError
+from .order_status import HOLD_ZH, STATUS_ZH
+from .stock import OutOfStock
+
+BATCH_NOTE = "批量操作"
+DEFAULT_MAX = 5000
+DEFAULT_CHUNK = 200
+HOLD_REASON_MAX = 200
+# Holds that mirror a platform fact: only sync releases them (services/sync.py PLATFORM_HOLDS).
+PLATFORM_HOLDS = frozenset({"refunding", "platform_locked"})
+
+Progress = Callable[[int, int, Optional[str]], None]
+
+
+class AlreadyDone(Exception):
+    """The order is already in the action's target state: nothing to do."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class BatchAction:
+    code: str
+    zh: str
+    clean: Callable[[dict], dict]                  # params -> validated params (raises ValidationError)
+    apply: Callable[[Order, dict, "Context"], None]  # one order; raises AlreadyDone / DomainError
+
+
+@dataclass(frozen=True)
+class Context:
+    user_id: Optional[int]
+    source: str
+
+
+def _pid(order: Order) -> str:
+    return order.platform_order_id
+
+
+def _status_zh(order: Order) -> str:
+    return STATUS_ZH.get(order.status, order.status)
+
+
+def _mark_batch(order: Order, note: str = BATCH_NOTE) -> None:
+    """Note the batch on the events just written for ``order`` by update_fields."""
+    for obj in db.session.new:
+        if isinstance(obj, OrderEvent) and obj.order is order and not obj.note:
+            obj.note = note
+
+
+# --- parameters ------------------------------------------------------------------
+def _no_params(params: dict) -> dict:
+    return {}
+
+
+def _clean_hold(params: dict) -> dict:
+    reason = str(params.get("reason") or "").strip()
+    if not reason:
+        raise ValidationError("挂起原因不能为空", "reason")
+    if len(reason) > HOLD_REASON_MAX:
+        raise ValidationError(f"挂起原因过长：{len(reason)} 个字符，最多 {HOLD_REASON_MAX} 个", "reason")
+    return {"reason": reason}
+
+
+def _clean_flag(params: dict) -> dict:
+    if params.get("flag") in (None, ""):
+        raise ValidationError("旗帜不能为空（0–5）", "flag")
+    return {"flag": order_service._clean("flag", params.get("flag"))}
+
+
+def _clean_memo(params: dict) -> dict:
+    memo = params.get("memo")
+    memo = None if memo is None else str(memo).strip()
+    return {"memo": order_service._clean("seller_memo", memo or None)}
+
+
+def _clean_ref(params: dict, key: str, model, label: str) -> dict:
+    value = params.get(key)
+    if value in (None, ""):
+        raise ValidationError(f"请选择{label}", key)
+    try:
+        obj = db.session.get(model, int(value))
+    except (TypeError, ValueError):
+        obj = None
+    if obj is None:
+        raise ValidationError(f"「{label}」不存在：{value}", key)
+    if not obj.active:
+        raise ValidationError(f"{label}「{obj.name}」已停用", key)
+    return {key: obj.id}
+
+
+def _clean_carrier(params: dict) -> dict:
+    return _clean_ref(params, "carrier_id", Carrier, "快递公司")
+
+
+def _clean_warehouse(params: dict) -> dict:
+    return _clean_ref(params, "warehouse_id", Warehouse, "仓库")
+
+
+# --- one order ---------------------------------------------------------------------
+def _transition(action: str, done_status: str, done_message: str):
+    def apply(order: Order, params: dict, ctx: Context) -> None:
+        if order.status == done_status:
+            raise AlreadyDone(done_message.format(pid=_pid(order), status=_status_zh(order)))
+        order_status.apply(order, action, source=ctx.source, user_id=ctx.user_id, note=BATCH_NOTE)
+    return apply
+
+
+def _hold(order: Order, params: dict, ctx: Context) -> None:
+    if "manual" in order.active_hold_reasons:
+        raise AlreadyDone(f"订单 {_pid(order)} 已人工挂起")
+    reason = params["reason"]
+    h = order_status.hold(order, "manual", note=f"{BATCH_NOTE}：{reason}", source=ctx.source,
+                          user_id=ctx.user_id)
+    if h is not None:
+        h.note = reason  # the hold itself carries exactly what the user typed
+
+
+def _rematch_lines(order: Order) -> list[str]:
+    """Link lines whose merchant code now has a SKU; return the codes still unmatched."""
+    missing = [ln for ln in order.lines if ln.sku_id is None and ln.sku is None]
+    if not missing:
+        return []
+    codes = {ln.merchant_code for ln in missing if ln.merchant_code}
+    skus = {s.merchant_code: s for s in db.session.scalars(select(Sku).where(Sku.merchant_code.in_(codes)))} \
+        if codes else {}
+    still = []
+    for ln in missing:
+        sku = skus.get(ln.merchant_code)
+        if sku is None:
+            still.append(ln.merchant_code or "（空）")
+        else:
+            ln.sku, ln.cost_price = sku, sku.cost_price
+    if len(still) < len(missing):
+        from decimal import Decimal
+
+        order.cost_amount = sum((ln.cost_price * ln.quantity for ln in order.lines), Decimal("0.00"))
+    return sorted(set(still))
+
+
+def _release(order: Order, params: dict, ctx: Context) -> None:
+    active = order.active_hold_reasons
+    if not active:
+        raise AlreadyDone(f"订单 {_pid(order)} 没有挂起")
+    releasable = [r for r in dict.fromkeys(active) if r not in PLATFORM_HOLDS]
+    kept = [HOLD_ZH.get(r, r) for r in dict.fromkeys(active) if r in PLATFORM_HOLDS]
+    problems = []
+    if "unmatched_sku" in releasable:
+        still = _rematch_lines(order)
+        if still:
+            releasable.remove("unmatched_sku")
+            problems.append(f"仍有商家编码未匹配（{'、'.join(still)}），请先建立对应 SKU")
+    if not releasable:
+        if kept:
+            problems.append(f"「{'、'.join(kept)}」需平台解除后由同步自动解除")
+        raise IllegalTransition(f"订单 {_pid(order)} 不能解除挂起：" + "；".join(problems))
+    for reason in releasable:
+        order_status.release(order, reason, note=BATCH_NOTE, source=ctx.source, user_id=ctx.user_id)
+
+
+def _set_field(name: str, param: str, label: str, allowed: Optional[frozenset] = None,
+               refuse: Optional[Callable[[Order], Optional[str]]] = None):
+    def apply(order: Order, params: dict, ctx: Context) -> None:
+        if allowed is not None and order.status not in allowed:
+            raise IllegalTransition(f"订单 {_pid(order)} 当前为「{_status_zh(order)}」，不能修改{label}")
+        if refuse is not None:
+            message = refuse(order)
+            if message:
+                raise IllegalTransition(message)
+        value = params[param]
+        if getattr(order, name) == value:
+            raise AlreadyDone(f"订单 {_pid(order)} 的{label}无需修改")
+        order_service.update_fields(order, {name: value}, source=ctx.source, user_id=ctx.user_id)
+        _mark_batch(order)
+    return apply
+
+
+def _refuse_audited_warehouse(order: Order) -> Optional[str]:
+    if order.status == "to_ship":
+        where = f"「{order.warehouse.name}」" if order.warehouse is not None else ""
+        return f"订单 {_pid(order)} 已审核，库存已在{where}占用，请先反审核再改仓库"
+    return None
+
+
+ACTIONS: dict[str, BatchAction] = {a.code: a for a in [
+    BatchAction("audit", "审单", _no_params,
+                _transition("audit", "to_ship", "订单 {pid} 已审核（{status}）")),
+    BatchAction("unaudit", "反审核", _no_params,
+                _transition("unaudit", "to_audit", "订单 {pid} 已是「{status}」")),
+    BatchAction("hold", "挂起", _clean_hold, _hold),
+    BatchAction("release", "解除挂起", _no_params, _release),
+    BatchAction("flag", "设置旗帜", _clean_flag, _set_field("flag", "flag", "旗帜")),
+    BatchAction("memo", "修改卖家备注", _clean_memo, _set_field("seller_memo", "memo", "卖家备注")),
+    BatchAction("carrier", "指定快递公司", _clean_carrier,
+                _set_field("carrier_id", "carrier_id", "快递公司",
+                           frozenset({"pending_payment", "to_audit", "to_ship"}))),
+    BatchAction("warehouse", "指定仓库", _clean_warehouse,
+                _set_field("warehouse_id", "warehouse_id", "仓库",
+                           frozenset({"pending_payment", "to_audit", "to_ship"}), _refuse_audited_warehouse)),
+    BatchAction("ship", "发货", _no_params,
+                _transition("ship", "shipped", "订单 {pid} 已发货")),
+]}
+
+
+def get_action(code: str) -> BatchAction:
+    act = ACTIONS.get(str(code or ""))
+    if act is None:
+        raise ValidationError(f"未知的批量操作：{code}", "action")
+    return act
+
+
+def clean_params(code: str, params: Optional[dict]) -> dict:
+    """Validate an action's parameters (zh message naming the field); nothing is written."""
+    if params is not None and not isinstance(params, dict):
+        raise ValidationError("参数格式错误（应为 JSON 对象）", "params")
+    return get_action(code).clean(dict(params or {}))
+
+
+# --- selection --------------------------------------------------------------------------
+def batch_max() -> int:
+    return int(current_app.config.get("OMS_BATCH_MAX", DEFAULT_MAX)) if has_app_context() else DEFAULT_MAX
+
+
+def _chunk_size() -> int:
+    return int(current_app.config.get("OMS_BATCH_CHUNK", DEFAULT_CHUNK)) if has_app_context() else DEFAULT_CHUNK
+
+
+def select_ids(ids: Optional[Iterable] = None, filters=None, *, limit: Optional[int] = None) -> list[int]:
+    """The orders a batch acts on: explicit ``ids``, or every order matching the grid
+    ``filters`` (select all matching, within the user's shops). At most ``limit``."""
+    limit = batch_max() if limit is None else limit
+    has_ids = ids not in (None, [], ())
+    has_filters = filters not in (None, "", {})
+    if has_ids and has_filters:
+        raise ValidationError("请选择订单或使用筛选条件，二者只能选其一", "ids")
+    if has_filters:
+        spec = grid.spec_for("order")
+        parsed = grid.parse_filters(filters)
+        n, capped = grid.count(spec, parsed, cap=limit)
+        if capped:
+            raise ValidationError(f"符合筛选条件的订单超过 {limit} 个，一次最多批量处理 {limit} 个，请缩小筛选范围",
+                                  "filters")
+        out = grid.matching_ids(spec, parsed, limit)
+        if not out:
+            raise ValidationError("没有符合筛选条件的订单", "filters")
+        return out
+    if not has_ids:
+        raise ValidationError("请先选择订单", "ids")
+    if not isinstance(ids, (list, tuple)):
+        raise ValidationError("订单编号格式错误（应为数组）", "ids")
+    try:
+        out = list(dict.fromkeys(int(i) for i in ids))
+    except (TypeError, ValueError):
+        raise ValidationError("订单编号无效", "ids") from None
+    if len(out) > limit:
+        raise ValidationError(f"一次最多批量处理 {limit} 个订单，已选 {len(out)} 个，请分批操作或缩小筛选范围",
+                              "ids")
+    return out
+
+
+# --- the runner ---------------------------------------------------------------------------
+def _load(chunk: list[int]) -> dict[int, Order]:
+    """The chunk's orders in the current row scope (another shop's order is absent),
+    locked against a concurrent batch or sync on PostgreSQL (ignored by SQLite)."""
+    stmt = (select(Order).where(Order.id.in_(chunk)).order_by(Order.id)
+            .options(selectinload(Order.lines).selectinload(OrderLine.sku), selectinload(Order.holds),
+                     selectinload(Order.customer))
+            .with_for_update(of=Order).execution_options(populate_existing=True))
+    return {o.id: o for o in db.session.scalars(stmt)}
+
+
+def _pending_writebacks() -> list:
+    from . import writeback
+
+    return list(db.session.info.get(writeback._PENDING_KEY, ()))
+
+
+def _restore_writebacks(before: list) -> None:
+    """services/writeback.py forgets every pending write-back on any rollback,
+    savepoints included (SQLAlchemy fires after_rollback for a savepoint too): one
+    refused order would drop the write-backs of the orders shipped before it in the
+    chunk. Put back those queued before this order's savepoint."""
+    from . import writeback
+
+    if before:
+        db.session.info[writeback._PENDING_KEY] = list(before)
+
+
+def run(action: str, order_ids: Iterable[int], params: Optional[dict] = None, *, user_id: Optional[int],
+        source: str = "user", progress: Optional[Progress] = None, chunk_size: Optional[int] = None) -> dict:
+    """Apply ``action`` to each order; see the module docstring for the result."""
+    act = get_action(action)
+    cleaned = act.clean(dict(params or {}))
+    ids = list(dict.fromkeys(int(i) for i in order_ids))
+    size = max(1, chunk_size or _chunk_size())
+    ctx = Context(user_id=user_id, source=source)
+    ok: list[int] = []
+    skipped: list[dict] = []
+    failed: list[dict] = []
+    total = len(ids)
+    if progress:
+        progress(0, total, f"正在{act.zh}")
+    for start in range(0, total, size):
+        chunk = ids[start:start + size]
+        try:
+            found = _load(chunk)
+            for oid in chunk:
+                order = found.get(oid)
+                if order is None:
+                    failed.append({"id": oid, "platform_order_id": None,
+                                   "message": f"订单 #{oid} 不存在或无权访问"})
+                    continue
+                pid = order.platform_order_id
+                pending = _pending_writebacks()
+                try:
+                    with db.session.begin_nested():
+                        act.apply(order, cleaned, ctx)
+                    ok.append(oid)
+                except AlreadyDone as exc:
+                    _restore_writebacks(pending)
+                    skipped.append({"id": oid, "platform_order_id": pid, "message": exc.message})
+                except OutOfStock as exc:
+                    _restore_writebacks(pending)
+                    # The savepoint is gone, and the 缺货 hold with it: put the hold back.
+                    order_service.hold_out_of_stock(exc, source=source, user_id=user_id)
+                    failed.append({"id": oid, "platform_order_id": pid, "message": exc.message})
+                except DomainError as exc:
+                    _restore_writebacks(pending)
+                    failed.append({"id": oid, "platform_order_id": pid, "message": exc.message})
+            db.session.commit()  # this chunk is final: later failures never undo it
+        except Exception:
+            db.session.rollback()
+            raise
+        done = min(start + size, total)
+        if progress:
+            progress(done, total, f"已{act.zh} {done}/{total}：成功 {len(ok)}，跳过 {len(skipped)}，失败 {len(failed)}")
+    return {"action": act.code, "action_zh": act.zh, "total": total, "ok": ok, "skipped": skipped,
+            "failed": failed}
+
+
+def summary(result: dict) -> str:
+    """One zh line for a flash message or a job's final progress message."""
+    parts = [f"{result['action_zh']}：成功 {len(result['ok'])} 个"]
+    if result["skipped"]:
+        parts.append(f"无需处理 {len(result['skipped'])} 个")
+    if result["failed"]:
+        parts.append(f"失败 {len(result['failed'])} 个")
+    return "，".join(parts)
