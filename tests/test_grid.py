@@ -213,3 +213,19 @@ def test_every_grid_definition_speaks_chinese(login):
         english = [t for t in _texts(meta) if t and not cjk.search(t) and t not in allowed_latin
                    and not re.fullmatch(r"[\d\W]+", t) and not re.fullmatch(r"[A-Z]{1,4}\d*[-\w]*", t)]
         assert not english, (resource, english)
+
+
+def test_warehouse_cannot_change_after_audit_from_the_grid(ctx, login, ids):
+    from app.models import Warehouse
+
+    wh = Warehouse(code="SH", name="上海仓", province="上海市", city="上海市", priority=2, active=True)
+    db.session.add(wh)
+    db.session.commit()
+    to_ship = ids["orders"]["3000000000000000002"]
+    to_audit = ids["orders"]["3000000000000000001"]
+    resp = login("ops").post("/api/v1/order/grid/edit", json={"changes": [
+        {"id": to_ship, "key": "warehouse.name", "value": wh.id},
+        {"id": to_audit, "key": "warehouse.name", "value": wh.id}]})
+    results = {r["id"]: r for r in resp.json["results"]}
+    assert not results[to_ship]["ok"] and "请先反审核" in results[to_ship]["message"]
+    assert results[to_audit]["ok"] and results[to_audit]["row"]["warehouse.name"] == wh.name

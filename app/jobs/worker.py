@@ -14,7 +14,36 @@ class AppWorker(Worker):
 
         with self.flask_app.app_context():
             try:
-                with as_user(job.meta.get("user_id")):
+                with as_user(job.meta.get("user_id")), _column_grant_of(job.meta.get("user_id")):
                     return super().perform_job(job, queue)
             finally:
                 db.session.remove()
+
+
+class _column_grant_of:
+    """Run a job with the column grant (finance / PII / reveal) of the user who queued
+    it, as their requests would: a 客服's export job never sees costs."""
+
+    def __init__(self, user_id):
+        self.user_id = user_id
+
+    def __enter__(self):
+        from app.extensions import db
+        from app.models import OmsUser
+        from app.services import columns
+        from app.services.scope import as_scope
+
+        self.prev = columns._job_grant
+        if self.user_id is not None:
+            with as_scope(None):
+                user = db.session.get(OmsUser, self.user_id)
+                columns._job_grant = (columns.grant_for_user(user) if user is not None
+                                      else columns.ColumnGrant.nothing())
+        return self
+
+    def __exit__(self, *exc):
+        from app.services import columns
+
+        columns._job_grant = self.prev
+        return False
+

@@ -325,23 +325,6 @@ def _load(chunk: list[int]) -> dict[int, Order]:
     return {o.id: o for o in db.session.scalars(stmt)}
 
 
-def _pending_writebacks() -> list:
-    from . import writeback
-
-    return list(db.session.info.get(writeback._PENDING_KEY, ()))
-
-
-def _restore_writebacks(before: list) -> None:
-    """services/writeback.py forgets every pending write-back on any rollback,
-    savepoints included (SQLAlchemy fires after_rollback for a savepoint too): one
-    refused order would drop the write-backs of the orders shipped before it in the
-    chunk. Put back those queued before this order's savepoint."""
-    from . import writeback
-
-    if before:
-        db.session.info[writeback._PENDING_KEY] = list(before)
-
-
 def run(action: str, order_ids: Iterable[int], params: Optional[dict] = None, *, user_id: Optional[int],
         source: str = "user", progress: Optional[Progress] = None, chunk_size: Optional[int] = None) -> dict:
     """Apply ``action`` to each order; see the module docstring for the result."""
@@ -367,21 +350,17 @@ def run(action: str, order_ids: Iterable[int], params: Optional[dict] = None, *,
                                    "message": f"订单 #{oid} 不存在或无权访问"})
                     continue
                 pid = order.platform_order_id
-                pending = _pending_writebacks()
                 try:
                     with db.session.begin_nested():
                         act.apply(order, cleaned, ctx)
                     ok.append(oid)
                 except AlreadyDone as exc:
-                    _restore_writebacks(pending)
                     skipped.append({"id": oid, "platform_order_id": pid, "message": exc.message})
                 except OutOfStock as exc:
-                    _restore_writebacks(pending)
                     # The savepoint is gone, and the 缺货 hold with it: put the hold back.
                     order_service.hold_out_of_stock(exc, source=source, user_id=user_id)
                     failed.append({"id": oid, "platform_order_id": pid, "message": exc.message})
                 except DomainError as exc:
-                    _restore_writebacks(pending)
                     failed.append({"id": oid, "platform_order_id": pid, "message": exc.message})
             db.session.commit()  # this chunk is final: later failures never undo it
         except Exception:

@@ -106,6 +106,12 @@ def update_fields(order: Order, changes: dict, *, source: str = "user",
         if name not in EDITABLE_FIELDS:
             raise ValidationError(f"字段「{name}」不能直接修改", name)
         cleaned[name] = _clean(name, value)
+    if "warehouse_id" in cleaned and cleaned["warehouse_id"] != order.warehouse_id and order.status not in (
+            "pending_payment", "to_audit"):
+        # Audited: the stock is reserved in the current warehouse (services/stock.py).
+        where = f"「{order.warehouse.name}」" if order.warehouse is not None else ""
+        raise ValidationError(f"订单 {order.platform_order_id} 已审核，库存已在{where}占用，请先反审核再改仓库",
+                              "warehouse_id")
     changed = []
     for name, value in cleaned.items():
         old = getattr(order, name)

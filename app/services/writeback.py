@@ -60,8 +60,14 @@ def _queue_after_commit(session) -> None:
             enqueue_writeback(oid)
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session) -> None:
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_after_rollback(session, previous_transaction) -> None:
+    """Forget pending write-backs when the whole transaction rolls back. A savepoint
+    rolled back (one refused order in a batch) keeps the others' write-backs; an order
+    marked inside that savepoint may stay in the list, and its job then finds it not
+    pending and skips it."""
+    if previous_transaction.nested or previous_transaction.parent is not None:
+        return
     session.info.pop(_PENDING_KEY, None)
 
 

@@ -6,6 +6,7 @@ from flask_babel import lazy_gettext as _l
 
 from .audit import PiiAccessLogApi, PiiAccessLogView
 from .catalog import BundleComponentApi, BundleComponentView, ProductApi, ProductView, SkuApi, SkuView
+from .grids import CustomerGridView, OrderWorkbenchView, ShopGridView, SkuGridView, StockGridView
 from .customers import CustomerApi, CustomerOrderView, CustomerView
 from .imports import ImportView
 from .inventory import StockApi, StockMovementApi, StockMovementView, StockView, WarehouseApi, WarehouseView
@@ -21,19 +22,24 @@ from .sync import SyncRunApi, SyncRunView
 
 # (view class, menu name, menu label, category, category label, icon)
 MENU = [
+    (OrderWorkbenchView, "Order workbench", _l("Order workbench"), "OrderHub", _l("Order hub"), "fa-table"),
     (OrderView, "Orders", _l("Orders"), "OrderHub", _l("Order hub"), "fa-list"),
     (OrderEventView, "Order events", _l("Order events"), "OrderHub", _l("Order hub"), "fa-history"),
     (CustomerView, "Customers", _l("Customers"), "OrderHub", _l("Order hub"), "fa-users"),
+    (CustomerGridView, "Customer grid", _l("Customer grid"), "OrderHub", _l("Order hub"), "fa-table"),
     (ImportView, "Import", _l("Import"), "OrderHub", _l("Order hub"), "fa-upload"),
     (ProductView, "Products", _l("Products"), "Catalog", _l("Catalog"), "fa-cube"),
     (SkuView, "SKUs", _l("SKUs"), "Catalog", _l("Catalog"), "fa-cubes"),
+    (SkuGridView, "SKU grid", _l("SKU grid"), "Catalog", _l("Catalog"), "fa-table"),
     (BundleComponentView, "Bundle components", _l("Bundle components"), "Catalog", _l("Catalog"), "fa-object-group"),
     (StockView, "Stock", _l("Stock"), "Inventory", _l("Inventory"), "fa-archive"),
+    (StockGridView, "Stock grid", _l("Stock grid"), "Inventory", _l("Inventory"), "fa-table"),
     (StockMovementView, "Stock movements", _l("Stock movements"), "Inventory", _l("Inventory"), "fa-exchange"),
     (WarehouseView, "Warehouses", _l("Warehouses"), "Inventory", _l("Inventory"), "fa-building"),
     (ShopListingView, "Stock push", _l("Stock push"), "Inventory", _l("Inventory"), "fa-upload"),
     (CarrierView, "Carriers", _l("Carriers"), "Logistics", _l("Logistics"), "fa-truck"),
     (ShopView, "Shops", _l("Shops"), "Settings", _l("Settings"), "fa-shopping-bag"),
+    (ShopGridView, "Shop grid", _l("Shop grid"), "Settings", _l("Settings"), "fa-table"),
     (SyncRunView, "Sync runs", _l("Sync runs"), "Settings", _l("Settings"), "fa-exchange"),
     (JobsView, "Jobs", _l("Jobs"), "Settings", _l("Settings"), "fa-tasks"),
     (PiiAccessLogView, "PII access log", _l("PII access log"), "Settings", _l("Settings"), "fa-eye"),
