@@ -651,11 +651,14 @@
     box.innerHTML = "";
     box.hidden = false;
     var failed = result.failed || [];
+    var skipped = result.skipped || [];
     var ok = (result.ok || []).length;
     var head = el("div", { class: "panel-heading" }, [
       el("strong", { text: action.label + "完成：" }),
       el("span", { class: "text-success", "data-role": "ok-count", text: "成功 " + ok + " 条" }), "，",
       el("span", { class: failed.length ? "text-danger" : "", "data-role": "failed-count", text: "失败 " + failed.length + " 条" }),
+      skipped.length ? el("span", { class: "text-muted", "data-role": "skipped-count",
+        text: "，跳过 " + skipped.length + " 条（已是目标状态）" }) : null,
       " ",
       el("a", { href: "#", class: "pull-right", text: "关闭", onclick: function (e) { e.preventDefault(); box.hidden = true; hideProgress(); } }),
     ]);
