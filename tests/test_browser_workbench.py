@@ -227,3 +227,72 @@ def test_workbench_filter_edit_paste_batch_audit_export(live, browser_page):
         assert len(audits) == N_ORDERS
         db.session.remove()
         db.engine.dispose()
+
+
+SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "samples"
+
+
+def _samples_dir() -> Path:
+    for candidate in (Path(os.environ.get("OMS_SAMPLES_DIR", "")), SAMPLES,
+                      Path(__file__).resolve().parent / "samples"):
+        if candidate and (candidate / "taobao_orders.csv").exists():
+            return candidate
+    pytest.skip("sample export sheets not found")
+
+
+def _import(page, url, files, shop):
+    page.goto(url + "/imports/")
+    page.set_input_files("#files", [str(f) for f in files])
+    page.select_option("#shop", value=shop)
+    page.click("form button[type=submit]")
+    page.wait_for_selector("text=开始导入")
+    page.click("text=开始导入")
+    page.wait_for_selector("#result:visible", timeout=60000)
+    return {k: page.inner_text(f"#{k}") for k in ("created", "updated", "failed")}
+
+
+def test_import_taobao_gbk_csv_and_pdd_xlsx_from_the_browser(live, browser_page):
+    import json
+
+    samples = _samples_dir()
+    expected = json.loads((samples / "expected.json").read_text())
+    page = browser_page
+    url = live["url"]
+    page.goto(url + "/login/")
+    page.fill("#username", "ops")
+    page.fill("#password", world.PASSWORD)
+    page.click("input[type=submit], button[type=submit]")
+
+    taobao = _import(page, url, [samples / "taobao_orders.csv", samples / "taobao_items.csv"], "A店-淘宝")
+    assert taobao["created"] == str(expected["taobao"]["orders"]) and taobao["failed"] == "0"
+    pdd = _import(page, url, [samples / "pdd_orders.xlsx"], "B店-拼多多")
+    assert pdd["created"] == str(expected["pdd"]["orders"]) and pdd["failed"] == "0"
+
+    from decimal import Decimal
+
+    from sqlalchemy import func, select
+
+    from app.extensions import db
+    from app.models import Order, OrderLine, Shop
+
+    app = _db(live)
+    with app.app_context():
+        shop_a = db.session.scalar(select(Shop.id).where(Shop.name == "A店-淘宝"))
+        shop_b = db.session.scalar(select(Shop.id).where(Shop.name == "B店-拼多多"))
+        tb = select(Order).where(Order.shop_id == shop_a, Order.id.not_in(live["ids"]),
+                                 Order.platform_order_id.not_in(["3000000000000000001", "3000000000000000002",
+                                                                 "3000000000000000003"]))
+        tb_orders = db.session.scalars(tb).all()
+        assert len(tb_orders) == expected["taobao"]["orders"]
+        assert sum((o.paid_amount for o in tb_orders), Decimal("0")) == Decimal(expected["taobao"]["paid_total"])
+        assert expected["taobao"]["first_id"] in {o.platform_order_id for o in tb_orders}
+        units = db.session.scalar(select(func.sum(OrderLine.quantity)).where(
+            OrderLine.order_id.in_([o.id for o in tb_orders])))
+        assert units == expected["taobao"]["units"]
+        pdd_orders = db.session.scalars(select(Order).where(
+            Order.shop_id == shop_b,
+            Order.platform_order_id.not_in(["261120-000000000000001", "261120-000000000000002"]))).all()
+        assert len(pdd_orders) == expected["pdd"]["orders"]
+        assert sum((o.paid_amount for o in pdd_orders), Decimal("0")) == Decimal(expected["pdd"]["paid_total"])
+        db.session.remove()
+        db.engine.dispose()
