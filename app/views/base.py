@@ -177,6 +177,8 @@ API_METHOD_PERMISSIONS = {
     "get": "read", "get_list": "read", "info": "read",
     "post": "write", "put": "write", "delete": "delete",
     "grid_meta": "read", "grid_rows": "read", "grid_count": "read", "grid_edit": "write",
+    # a saved view is the user's own layout: reading the grid is enough to keep one
+    "grid_views": "read", "grid_view_save": "read", "grid_view_delete": "read",
     # export and round trip (services/exports.py, services/roundtrip.py)
     "grid_export": "read", "grid_export_download": "read",
     "grid_roundtrip_preview": "write", "grid_roundtrip_apply": "write",
@@ -385,6 +387,71 @@ class OmsModelRestApi(ModelRestApi):
         except DomainError as exc:
             return self._grid_error(exc)
         return self.response(200, results=results)
+
+    @api_expose("/grid/views", methods=["GET"])
+    @protect()
+    @safe
+    def grid_views(self):
+        """The current user's saved views of this grid
+        ---
+        get:
+          responses:
+            200: {description: Views}
+        """
+        from app.services import saved_views
+
+        return self.response(200, views=saved_views.list_views(current_user.id, self.resource_name))
+
+    @api_expose("/grid/views", methods=["POST"])
+    @protect()
+    @safe
+    def grid_view_save(self):
+        """Save (create or replace by name) a view of this grid for the current user
+        ---
+        post:
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    name: {type: string}
+                    state: {type: object}
+                    is_default: {type: boolean}
+          responses:
+            200: {description: The saved view}
+            422: {$ref: '#/components/responses/422'}
+        """
+        from app.services import saved_views
+
+        body = request.get_json(silent=True) or {}
+        try:
+            view = saved_views.save_view(current_user.id, self.resource_name, body.get("name"),
+                                         body.get("state"), bool(body.get("is_default")))
+        except DomainError as exc:
+            return self._grid_error(exc)
+        return self.response(200, view=view)
+
+    @api_expose("/grid/views/<int:view_id>", methods=["DELETE"])
+    @protect()
+    @safe
+    def grid_view_delete(self, view_id):
+        """Delete one of the current user's views
+        ---
+        delete:
+          parameters:
+          - {in: path, name: view_id, schema: {type: integer}}
+          responses:
+            200: {description: Deleted}
+            404: {$ref: '#/components/responses/404'}
+        """
+        from app.services import saved_views
+
+        try:
+            saved_views.delete_view(current_user.id, view_id)
+        except DomainError as exc:
+            return self._grid_error(exc)
+        return self.response(200, message="已删除")
 
     # export and round trip (services/exports.py, services/roundtrip.py) -------------
     def _is_admin(self) -> bool:
