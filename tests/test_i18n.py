@@ -38,6 +38,9 @@ PAGES = [
     "/shoplistingview/add",
     "/warehouseview/add",
     "/jobs/",
+    "/grid/order/",
+    "/grid/sku/",
+    "/imports/",
     "/piiaccesslogview/list/",
     "/users/list/",
     "/roles/list/",
@@ -52,6 +55,8 @@ ALLOWED_WORDS = {
     "SKU",
     # The admin's username (data), shown in the user list and on 用户信息.
     "admin",
+    # File formats and encodings by their names (the import page says what it reads).
+    "xlsx", "xls", "csv", "GBK", "UTF",
     # The language menu names each language in its own language (config.LANGUAGES),
     # so that a reader of that language can find it: "English" is an endonym.
     "English",
@@ -93,7 +98,7 @@ class _VisibleText(HTMLParser):
         if tag == "button" and attrs.get("value"):
             self.parts.append(attrs["value"])
         if tag == "input" and attrs.get("value") and (attrs.get("type") or "text").lower() not in (
-                "hidden", "password"):
+                "hidden", "password", "radio", "checkbox"):  # a radio's value is not shown
             self.parts.append(attrs["value"])
 
     def handle_startendtag(self, tag, attrs):
