@@ -21,7 +21,7 @@ from app.models import (
 from app.services.imports import ImportFileError, run_import
 from app.services.imports import convert
 
-SAMPLES = Path("/work/shared/samples")
+SAMPLES = Path(__file__).resolve().parent / "samples"  # copies of ../shared/samples
 EXPECTED = json.loads((SAMPLES / "expected.json").read_text())
 UTC = dt.timezone.utc
 
