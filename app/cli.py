@@ -221,6 +221,27 @@ def stock_check_cmd():
     raise SystemExit(1)
 
 
+@oms.command("counts-check")
+@click.option("--rebuild", is_flag=True, help="重新计算计数（先对账，不一致时修复）")
+def counts_check_cmd(rebuild):
+    """Prove the status-tab counters equal an exact count of orders; exit 1 on a mismatch."""
+    from app.services import order_counts
+
+    mismatches = order_counts.check()
+    if not mismatches:
+        click.echo("订单计数对账通过：各页签计数与订单一致")
+        return
+    click.echo(f"订单计数对账失败：{len(mismatches)} 组计数与订单不一致", err=True)
+    for m in mismatches[:50]:
+        click.echo(f"  店铺 {m['shop_id']} {m['platform']} {m['status']}{'（挂起）' if m['is_held'] else ''}："
+                   f"计数 {m['counter']}，实际 {m['exact']}", err=True)
+    if rebuild:
+        groups = order_counts.rebuild()
+        click.echo(f"已重新计算：{groups} 组")
+        return
+    raise SystemExit(1)
+
+
 @oms.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--profile", "profile_names", multiple=True,

@@ -478,3 +478,20 @@ def test_concurrent_writers_and_compactions_keep_counters_exact_on_postgresql(pg
             "SELECT count(DISTINCT (shop_id, platform, status, is_held)) FROM oms_order")).scalar()
         assert _delta_rows() == groups
         _dispose()
+
+
+def test_counts_check_cli_reports_and_rebuilds(ctx):
+    from sqlalchemy import text
+
+    from app.extensions import db
+
+    runner = ctx.test_cli_runner()
+    ok = runner.invoke(args=["oms", "counts-check"])
+    assert ok.exit_code == 0 and "对账通过" in ok.output
+    db.session.execute(text("DELETE FROM oms_order_count_delta"))
+    db.session.commit()
+    bad = runner.invoke(args=["oms", "counts-check"])
+    assert bad.exit_code == 1 and "对账失败" in bad.output
+    fixed = runner.invoke(args=["oms", "counts-check", "--rebuild"])
+    assert fixed.exit_code == 0 and "已重新计算" in fixed.output
+    assert runner.invoke(args=["oms", "counts-check"]).exit_code == 0
