@@ -39,7 +39,6 @@ import resource
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,12 +65,7 @@ COLUMNS = [  # 29 order columns; with 系统编号, 30 per row
 
 
 def create_database(pg_url: str) -> tuple[str, str]:
-    import psycopg
-
-    name = "oms_bench_export_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(grid_bench._psycopg_url(pg_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name, re.sub(r"/[^/]+$", f"/{name}", grid_bench._psycopg_url(pg_url))
+    return grid_bench.common.create_database(pg_url, "oms_bench_export_")
 
 
 def register_bench_grid():
@@ -303,7 +297,7 @@ def main(argv=None) -> int:
           f"python {py_platform.python_version()}, {os.cpu_count()} cores")
     if args.reuse:
         name = args.reuse
-        args.db = re.sub(r"/[^/]+$", f"/{name}", grid_bench._psycopg_url(args.pg_url))
+        args.db = grid_bench.common.database_url(args.pg_url, name)
     else:
         name, args.db = create_database(args.pg_url)
     print(f"database {name}")

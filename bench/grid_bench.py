@@ -39,13 +39,19 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+if str(ROOT / "bench") not in sys.path:
+    sys.path.insert(0, str(ROOT / "bench"))
+
+import common  # noqa: E402  (scratch database, the app)
+from common import build_app, drop_database, psycopg_url  # noqa: E402,F401  (also used by other benches)
+
+_psycopg_url = psycopg_url  # the name bench/import_bench.py uses
 
 TARGET_TABS_MS = 20.0   # all status tabs together, p50
 TARGET_GRID_MS = 10.0   # one grid data request, server time, p50
@@ -72,35 +78,8 @@ PROVINCES = ["浙江省", "广东省", "江苏省", "上海市", "北京市", "�
 
 
 # --- small helpers --------------------------------------------------------------------------
-def _psycopg_url(url: str) -> str:
-    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
-
-
 def create_database(pg_url: str) -> tuple[str, str]:
-    import psycopg
-
-    name = "oms_bench_grid_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(_psycopg_url(pg_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name, re.sub(r"/[^/]+$", f"/{name}", _psycopg_url(pg_url))
-
-
-def drop_database(pg_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(_psycopg_url(pg_url), autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
-def build_app(db_url: str, redis_url: str):
-    import config
-    from app import create_app
-
-    # As tests/conftest.py make_app, on PostgreSQL (psycopg 3).
-    return create_app(config.TestConfig, SQLALCHEMY_DATABASE_URI=db_url.replace("postgresql://",
-                                                                                 "postgresql+psycopg://", 1),
-                      REDIS_URL=redis_url, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False)
+    return common.create_database(pg_url, "oms_bench_grid_")
 
 
 def _busy() -> float | None:
@@ -656,7 +635,7 @@ def main(argv=None) -> int:
     print(f"grid_bench: {args.orders:,} orders, {args.shops} shops; code {code_state()}; "
           f"python {py_platform.python_version()}, {os.cpu_count()} cores")
     if args.reuse:
-        name, db_url = args.reuse, re.sub(r"/[^/]+$", f"/{args.reuse}", _psycopg_url(args.pg_url))
+        name, db_url = args.reuse, re.sub(r"/[^/]+$", f"/{args.reuse}", psycopg_url(args.pg_url))
     else:
         name, db_url = create_database(args.pg_url)
     print(f"database {name}")

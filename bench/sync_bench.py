@@ -39,13 +39,17 @@ import secrets
 import subprocess
 import sys
 import time
-import uuid
 from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+if str(ROOT / "bench") not in sys.path:
+    sys.path.insert(0, str(ROOT / "bench"))
+
+import common  # noqa: E402  (scratch database, the app)
+from common import build_app, drop_database, psycopg_url  # noqa: E402,F401  (also used by other benches)
 
 # Targets from issue #3.
 TARGET_FIRST = 5000.0       # orders/s, first sync
@@ -314,35 +318,8 @@ def stop_sandbox(proc) -> None:
 # =====================================================================================
 # Scratch database and the app
 # =====================================================================================
-def _psycopg_url(url: str) -> str:
-    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
-
-
 def create_database(pg_url: str) -> tuple[str, str]:
-    import psycopg
-
-    name = "oms_bench_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(_psycopg_url(pg_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name, re.sub(r"/[^/]+$", f"/{name}", _psycopg_url(pg_url))
-
-
-def drop_database(pg_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(_psycopg_url(pg_url), autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
-def build_app(db_url: str, redis_url: str):
-    import config
-    from app import create_app
-
-    # As tests/conftest.py make_app, on PostgreSQL (psycopg 3).
-    return create_app(config.TestConfig, SQLALCHEMY_DATABASE_URI=db_url.replace("postgresql://",
-                                                                                 "postgresql+psycopg://", 1),
-                      REDIS_URL=redis_url, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False)
+    return common.create_database(pg_url, "oms_bench_")
 
 
 def prepare_world(base: str, shops, days: float) -> list[int]:
