@@ -92,24 +92,33 @@ class OmsSecurityManager(SecurityManager):
     # takes effect everywhere within that time.
     _permission_cache: dict = {}
 
-    def exist_permission_on_roles(self, view_name, permission_name, role_ids):
+    def _cached(self, key, compute):
         import time
 
         from flask import current_app
 
         ttl = float(current_app.config.get("OMS_PERMISSION_CACHE_SECONDS", 0) or 0)
         if ttl <= 0:
-            return super().exist_permission_on_roles(view_name, permission_name, role_ids)
-        key = (view_name, permission_name, tuple(sorted(role_ids)))
+            return compute()
         now = time.monotonic()
         hit = self._permission_cache.get(key)
         if hit is not None and now - hit[1] < ttl:
             return hit[0]
-        value = super().exist_permission_on_roles(view_name, permission_name, role_ids)
+        value = compute()
         if len(self._permission_cache) > 10_000:
             self._permission_cache.clear()
         self._permission_cache[key] = (value, now)
         return value
+
+    def exist_permission_on_roles(self, view_name, permission_name, role_ids):
+        return self._cached(("roles", view_name, permission_name, tuple(sorted(role_ids))),
+                            lambda: super(OmsSecurityManager, self).exist_permission_on_roles(
+                                view_name, permission_name, role_ids))
+
+    def is_item_public(self, permission_name, view_name):
+        # FAB asks this first on every protected call (one query for the public role).
+        return self._cached(("public", view_name, permission_name),
+                            lambda: super(OmsSecurityManager, self).is_item_public(permission_name, view_name))
 
     def load_user(self, pk):
         # Load the user and their shops unscoped: the row scope is derived from them.

@@ -402,8 +402,24 @@ class Page:
     columns: list[str]
 
 
+_BASES: dict = {}
+
+
 def _base(spec: GridSpec, cols: list[GridColumn]):
-    """select(id, columns...) with the outer joins the relation columns need."""
+    """select(id, columns...) with the outer joins the relation columns need.
+
+    Built once per grid and column list (statements are immutable; filters and
+    paging add to a copy), so a request does not rebuild aliases and labels."""
+    key = (spec.resource, id(spec), tuple(c.key for c in cols))
+    hit = _BASES.get(key)
+    if hit is None:
+        if len(_BASES) > 1000:
+            _BASES.clear()
+        hit = _BASES[key] = _build_base(spec, cols)
+    return hit[0], dict(hit[1])
+
+
+def _build_base(spec: GridSpec, cols: list[GridColumn]):
     model = spec.model
     joins: dict = {}
     selected = [model.id.label("id")]
