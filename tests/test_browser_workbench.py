@@ -126,6 +126,13 @@ def browser_page(live, tmp_path):
             browser.close()
 
 
+def _shot(page, name: str) -> None:
+    """Screenshots for a human, when OMS_SCREENSHOT_DIR is set."""
+    folder = os.environ.get("OMS_SCREENSHOT_DIR")
+    if folder:
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
 def _db(live):
     """A short-lived app on the same database file, to assert what the browser did."""
     return make_app(live["db_path"])
@@ -181,6 +188,7 @@ def test_workbench_filter_edit_paste_batch_audit_export(live, browser_page):
     }""", "\n".join(numbers))
     page.wait_for_function("document.querySelector('[data-role=message]').textContent.includes('粘贴：已保存 20 行')")
 
+    _shot(page, "workbench-after-paste")
     # select everything matching and batch-audit it as a job with progress
     page.click('[data-role="select-page"]')
     page.click('[data-role="select-all-matching"]')
@@ -189,6 +197,7 @@ def test_workbench_filter_edit_paste_batch_audit_export(live, browser_page):
     page.click('[data-role="action-dialog"] [data-role="confirm"]')
     page.wait_for_selector('[data-role="progress"]:not([hidden])')
     page.wait_for_selector('[data-role="result"]:not([hidden])', timeout=60000)
+    _shot(page, "workbench-batch-result")
     assert page.inner_text('[data-role="ok-count"]') == "成功 31 条"
     assert page.inner_text('[data-role="failed-count"]') == "失败 0 条"
 

@@ -383,7 +383,7 @@
   function buildTable() {
     var cols = [selectionColumn()].concat(meta.columns.map(function (c) {
       return {
-        title: c.label, field: c.key, frozen: c.frozen, headerSort: c.sortable, width: c.width || undefined,
+        title: c.editable ? c.label + " ✎" : c.label, field: c.key, frozen: c.frozen, headerSort: c.sortable, width: c.width || undefined,
         hozAlign: (c.kind === "money" || c.kind === "int" || c.kind === "decimal") ? "right" : "left",
         formatter: formatterFor(c), editor: editorFor(c), editorParams: editorParams(c),
         cssClass: c.editable ? "oms-editable" : "",
