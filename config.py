@@ -152,6 +152,13 @@ class Config:
     OMS_ROUNDTRIP_MAX_BYTES = int(os.environ.get("OMS_ROUNDTRIP_MAX_BYTES", str(20 * 1024 * 1024)))
     OMS_ROUNDTRIP_TTL = int(os.environ.get("OMS_ROUNDTRIP_TTL", "3600") or 3600)
 
+    # --- 库存预警 (services/stock_alerts.py) ---
+    # 预警值 of SKUs without their own (empty: only SKUs with a threshold are watched).
+    OMS_LOW_STOCK_DEFAULT = os.environ.get("OMS_LOW_STOCK_DEFAULT", "10")
+    # Suggested reorder covers the supplier's lead time plus safety days of sales.
+    OMS_REORDER_LEAD_DAYS = float(os.environ.get("OMS_REORDER_LEAD_DAYS", "7") or 7)
+    OMS_REORDER_SAFETY_DAYS = float(os.environ.get("OMS_REORDER_SAFETY_DAYS", "7") or 7)
+
 
 class TestConfig(Config):
     TESTING = True

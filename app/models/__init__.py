@@ -13,6 +13,7 @@ from .product import BundleComponent, Product, Sku
 from .saved_view import SavedView
 from .security import OmsUser, user_shop
 from .shop import Shop
+from .stock_alert import StockAlert, StockAlertRead
 from .sync import SYNC_STATUSES, SyncRun
 
 __all__ = [
@@ -20,5 +21,5 @@ __all__ = [
     "StockMovement", "MOVEMENT_TYPES", "Carrier", "Customer", "CustomerShop", "Order",
     "OrderLine", "OrderHold", "OrderEvent", "PiiAccessLog", "ORDER_STATUSES", "HOLD_REASONS",
     "EVENT_SOURCES", "FLAGS", "OmsUser", "user_shop", "SyncRun", "SYNC_STATUSES",
-    "ShopListing", "OrderCountDelta", "SavedView",
+    "ShopListing", "OrderCountDelta", "SavedView", "StockAlert", "StockAlertRead",
 ]

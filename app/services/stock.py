@@ -147,9 +147,12 @@ def move(warehouse_id: int, sku_id: int, movement_type: str, on_hand_delta: int 
 
 
 def _mark(sku_ids) -> None:
+    from .stock_alerts import note_changed
     from .stock_push import mark_skus_changed
 
+    sku_ids = list(sku_ids)
     mark_skus_changed(sku_ids)
+    note_changed(sku_ids)  # 库存预警: evaluated after this transaction commits (no SQL here)
 
 
 # --- bundles ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .orders import (
     OrderView,
 )
 from .shops import ShopApi, ShopView
+from . import stock_pages  # noqa: F401  (registers the stock ORM hooks)
 from .sync import SyncRunApi, SyncRunView
 
 # (view class, menu name, menu label, category, category label, icon)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
+from wtforms import BooleanField
 
 from app.models import BundleComponent, Product, Sku
 
@@ -41,6 +42,12 @@ class SkuView(OmsModelView):
     search_columns = ["merchant_code", "name", "barcode", "is_bundle", "active"]
     related_views = [BundleComponentView]
     base_order = ("merchant_code", "asc")
+    # FAB makes a NOT NULL boolean an InputRequired checkbox, which refuses "unchecked":
+    # a plain (non-bundle) or inactive SKU could not be saved through the form.
+    add_form_extra_fields = edit_form_extra_fields = {
+        "is_bundle": BooleanField(_l("Bundle"), default=False),
+        "active": BooleanField(_l("Active"), default=True),
+    }
 
     def pre_add(self, item):
         from app.services.catalog import validate_sku

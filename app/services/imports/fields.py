@@ -17,6 +17,7 @@ ENTITIES = {
     "skus": "商品 SKU",
     "stocktake": "盘点",
     "tracking": "快递单号",
+    "inbound": "入库",
 }
 
 
@@ -100,12 +101,21 @@ TRACKING_FIELDS = _fields(
     Field("tracking_number", "快递单号", c.identifier, "row"),
 )
 
+INBOUND_FIELDS = _fields(
+    Field("warehouse", "仓库", c.short_text(100), "row"),
+    Field("merchant_code", "商家编码", c.short_text(64), "row"),
+    Field("quantity", "数量", c.quantity, "row"),
+    Field("source_ref", "来源单号", c.short_text(100), "row"),
+    Field("note", "备注", c.short_text(500), "row"),
+)
+
 FIELDS_BY_ENTITY = {
     "orders": ORDER_FIELDS,
     "order_items": ORDER_FIELDS,
     "skus": SKU_FIELDS,
     "stocktake": STOCKTAKE_FIELDS,
     "tracking": TRACKING_FIELDS,
+    "inbound": INBOUND_FIELDS,
 }
 
 # Converter names a profile may set per column (``type = "money"``).

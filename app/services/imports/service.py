@@ -55,7 +55,7 @@ class ImportResult:
     @property
     def summary(self) -> str:
         unit = {"orders": "订单", "order_items": "订单", "skus": "SKU", "stocktake": "盘点行",
-                "tracking": "快递单号"}.get(self.entity, "记录")
+                "tracking": "快递单号", "inbound": "入库行"}.get(self.entity, "记录")
         head = (f"{'、'.join(self.profiles)}：共 {self.records} 个{unit}（{self.rows} 行），"
                 f"新增 {self.created}，更新 {self.updated}，未变 {self.unchanged}，失败 {self.failed}")
         if self.issues and not self.applied:
@@ -207,6 +207,21 @@ def _run(sheets: list[ParsedSheet], *, shop, valid_only, user_id, create_shop, p
             return counts
 
         _rows(sheets[0], result, valid_only, validate, apply)
+    elif entity == "inbound":  # 入库 (services/stock_documents.py)
+        from app.services import stock_documents
+
+        resolved = {}
+
+        def validate(ps):
+            resolved.update(stock_documents.validate_inbound_import(ps))
+
+        def apply(ps, rows):
+            return stock_documents.apply_inbound_import(resolved, rows, user_id=user_id,
+                                                        source_ref=f"入库导入 {ps.sheet.label}"[:100])
+
+        _rows(sheets[0], result, valid_only, validate, apply)
+        if result.applied:  # held 缺货 orders get the new stock, first paid first served
+            stock_documents.imported_inbound_committed(user_id)
     elif entity == "tracking":
         resolved = {}
 

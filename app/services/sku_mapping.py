@@ -1,0 +1,234 @@
+"""商品匹配 (issue #5 item 1): order lines → our SKUs, and re-matching the orders held
+as 未匹配商品 when the mapping changes.
+
+The rule for one order line (shop S, merchant code C):
+
+1. the SKU whose 商家编码 is C (what sync and import use when they create the line);
+2. otherwise the SKU that shop S's listings (店铺商品) with merchant code C are mapped
+   to, when they all agree on one SKU (a listing mapped by hand to a SKU with
+   another code: many listings → one SKU).
+
+A line *matches* when it is linked to a SKU that can be stocked: a plain SKU, or a
+bundle (组合装) that has its components defined. A bundle without components is not
+matched yet (it cannot reserve stock), so the hold stays until they are defined.
+
+Re-matching (:func:`rematch_orders`): for each order held 未匹配商品 (待审核 or 待发货)
+whose unmatched lines carry one of the changed codes, every unmatched line is
+resolved again; newly linked lines get the SKU and its cost price, the order's
+cost is recomputed (one ``edit`` event on 成本 with the codes in its note), and the
+hold is released (a ``release`` event) once every line matches; otherwise the
+hold's note lists the codes still unmatched. It runs as the system (every shop):
+a mapping is not a shop's private matter, and the user who edited it may not see
+every shop.
+
+When: any change of the mapping, whatever path made it (SKU form, SKU REST API and
+grid, the SKU import template, 店铺商品 form/API/import, bundle components form/API),
+is collected by an ``after_flush`` listener (:func:`_collect`) and re-matched in the
+same transaction just before it commits (:func:`_before_commit`): the mapping
+change and its re-match commit together or not at all. Services may also call
+:func:`rematch_orders` directly.
+"""
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Iterable, Optional
+
+from sqlalchemy import event, inspect, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from app.extensions import db
+from app.models import BundleComponent, Order, OrderEvent, OrderHold, OrderLine, ShopListing, Sku
+from app.models.types import utcnow
+
+from . import order_status
+from .scope import as_scope
+
+log = logging.getLogger(__name__)
+
+UNMATCHED = "unmatched_sku"
+_INFO_KEY = "oms_mapping_changed"
+
+
+# --- resolving ---------------------------------------------------------------------------
+def _stockable(sku_ids: Iterable[int]) -> set[int]:
+    """Of these SKU ids, those that can be stocked: plain SKUs, bundles with components."""
+    ids = sorted(set(sku_ids))
+    if not ids:
+        return set()
+    plain = set(db.session.scalars(select(Sku.id).where(Sku.id.in_(ids), Sku.is_bundle.is_(False))))
+    bundles = set(db.session.scalars(select(BundleComponent.bundle_sku_id)
+                                     .where(BundleComponent.bundle_sku_id.in_(ids)).distinct()))
+    return plain | bundles
+
+
+def resolve(shop_id: int, codes: Iterable[str]) -> dict[str, Sku]:
+    """Merchant code → SKU for lines of this shop, by the rule in the module docstring."""
+    codes = sorted({c for c in codes if c})
+    if not codes:
+        return {}
+    found = {s.merchant_code: s for s in db.session.scalars(select(Sku).where(Sku.merchant_code.in_(codes)))}
+    rest = [c for c in codes if c not in found]
+    if rest:
+        mapped: dict[str, set[int]] = {}
+        for code, sku_id in db.session.execute(
+                select(ShopListing.merchant_code, ShopListing.sku_id)
+                .where(ShopListing.shop_id == shop_id, ShopListing.merchant_code.in_(rest),
+                       ShopListing.sku_id.is_not(None))):
+            mapped.setdefault(code, set()).add(sku_id)
+        for code, ids in mapped.items():
+            if len(ids) == 1:
+                sku = db.session.get(Sku, next(iter(ids)))
+                if sku is not None:
+                    found[code] = sku
+    return found
+
+
+def _unmatched_lines(order: Order, stockable: set[int]) -> list[OrderLine]:
+    return [ln for ln in order.lines if ln.sku_id is None or ln.sku_id not in stockable]
+
+
+def _line_cost(sku: Sku) -> Decimal:
+    """The SKU's cost price; a bundle without its own cost costs its components."""
+    cost = Decimal(sku.cost_price or 0)
+    if sku.is_bundle and cost == 0:
+        cost = sum((Decimal(c.component.cost_price or 0) * c.quantity for c in sku.components), Decimal("0.00"))
+    return cost.quantize(Decimal("0.01"))
+
+
+# --- re-matching ------------------------------------------------------------------------------
+def _candidates(codes: set[str], shop_codes: set[tuple[int, str]], bundle_ids: set[int]) -> list[Order]:
+    held = select(OrderHold.order_id).where(OrderHold.reason == UNMATCHED, OrderHold.released_at.is_(None))
+    conds = []
+    if codes:
+        conds.append(OrderLine.merchant_code.in_(sorted(codes)))
+    if shop_codes:
+        conds.append(tuple_(Order.shop_id, OrderLine.merchant_code).in_(sorted(shop_codes)))
+    if bundle_ids:
+        conds.append(OrderLine.sku_id.in_(sorted(bundle_ids)))
+    q = (select(Order.id).join(OrderLine, OrderLine.order_id == Order.id)
+         .where(Order.id.in_(held), Order.status.in_(sorted(order_status.HOLDABLE))))
+    if conds:
+        q = q.where(or_(*conds))
+    ids = sorted(set(db.session.scalars(q)))
+    return [db.session.get(Order, i) for i in ids]
+
+
+def rematch_orders(*, codes: Optional[Iterable[str]] = None, shop_codes: Optional[Iterable[tuple[int, str]]] = None,
+                   bundle_ids: Optional[Iterable[int]] = None, user_id: Optional[int] = None,
+                   source: str = "rule") -> list[int]:
+    """Re-match the held 未匹配商品 orders touched by these codes (all shops), these
+    (shop id, code) pairs or lines linked to these bundles; with no arguments every
+    held order is re-matched. The caller commits. Returns the ids of the orders whose
+    hold was released."""
+    codes, shop_codes, bundle_ids = set(codes or ()), set(shop_codes or ()), set(bundle_ids or ())
+    released = []
+    with as_scope(None):
+        for order in _candidates(codes, shop_codes, bundle_ids):  # nothing given: every held order
+            if _rematch_one(order, user_id=user_id, source=source):
+                released.append(order.id)
+    return released
+
+
+def _rematch_one(order: Order, *, user_id: Optional[int], source: str) -> bool:
+    skus = resolve(order.shop_id, (ln.merchant_code for ln in order.lines if ln.sku_id is None))
+    stockable = _stockable([ln.sku_id for ln in order.lines if ln.sku_id is not None]
+                           + [s.id for s in skus.values()])
+    linked = []
+    for ln in order.lines:
+        if ln.sku_id is None:
+            sku = skus.get(ln.merchant_code)
+            if sku is None or sku.id not in stockable:
+                continue
+            ln.sku, ln.sku_id, ln.cost_price = sku, sku.id, _line_cost(sku)
+            linked.append(f"{ln.merchant_code} → {sku.merchant_code} {sku.name}" if ln.merchant_code != sku.merchant_code
+                          else f"{ln.merchant_code} {sku.name}")
+        elif ln.sku is not None and ln.sku.is_bundle and ln.sku_id in stockable and not ln.cost_price:
+            # linked to a bundle before its components were defined: now it has a cost
+            ln.cost_price = _line_cost(ln.sku)
+            linked.append(f"{ln.sku.merchant_code} {ln.sku.name}（组合装已设置组成商品）")
+    if linked:
+        order.cost_amount = sum((Decimal(ln.cost_price or 0) * ln.quantity for ln in order.lines), Decimal("0.00"))
+        # No old/new cost in the trail: the event is read by roles that may not see costs.
+        db.session.add(OrderEvent(order=order, action="edit", source=source, user_id=user_id,
+                                  note="商品重新匹配（成本已重算）：" + "；".join(linked), created_at=utcnow()))
+    still = sorted({ln.merchant_code or "（空）" for ln in _unmatched_lines(order, stockable)})
+    if still:
+        note = "商家编码未匹配：" + "、".join(still)
+        empty = sorted({s.merchant_code for s in
+                        [ln.sku if ln.sku_id is not None else skus.get(ln.merchant_code) for ln in order.lines]
+                        if s is not None and s.is_bundle and s.id not in stockable})
+        if empty:
+            note += "（组合装 " + "、".join(empty) + " 未设置组成商品）"
+        for h in order.holds:
+            if h.reason == UNMATCHED and h.released_at is None and h.note != note:
+                h.note = note[:500]
+        return False
+    if UNMATCHED not in order.active_hold_reasons:
+        return False
+    order_status.release(order, UNMATCHED, note="商家编码已全部匹配 SKU，自动解除", source=source, user_id=user_id)
+    return True
+
+
+# --- hooks: any writer of the mapping ----------------------------------------------------------------
+def _changed(obj, *keys) -> bool:
+    state = inspect(obj)
+    return any(state.attrs[k].history.has_changes() for k in keys)
+
+
+@event.listens_for(Session, "after_flush")
+def _collect(session, _flush_context) -> None:
+    """Remember what changed in the mapping; re-matched before this transaction commits."""
+    codes, shop_codes, bundles = set(), set(), set()
+    for obj in list(session.new) + list(session.dirty):
+        is_new = obj in session.new
+        if isinstance(obj, Sku):
+            if is_new or _changed(obj, "merchant_code", "is_bundle"):
+                codes.add(obj.merchant_code)
+                bundles.add(obj.id)
+        elif isinstance(obj, ShopListing):
+            if obj.sku_id is not None and obj.merchant_code and (is_new or _changed(obj, "merchant_code", "sku_id")):
+                shop_codes.add((obj.shop_id, obj.merchant_code))
+        elif isinstance(obj, BundleComponent):
+            if is_new or _changed(obj, "quantity", "bundle_sku_id", "component_sku_id"):
+                bundles.add(obj.bundle_sku_id)
+    if codes or shop_codes or bundles:
+        info = session.info.setdefault(_INFO_KEY, (set(), set(), set()))
+        info[0].update(c for c in codes if c)
+        info[1].update(shop_codes)
+        info[2].update(b for b in bundles if b is not None)
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session) -> None:
+    if not session.info.get(_INFO_KEY) and not (session.new or session.dirty):
+        return
+    session.flush()
+    pending = session.info.pop(_INFO_KEY, None)
+    if not pending:
+        return
+    codes, shop_codes, bundles = pending
+    bundle_codes = set(session.scalars(select(Sku.merchant_code).where(Sku.id.in_(sorted(bundles))))) \
+        if bundles else set()
+    rematch_orders(codes=codes | bundle_codes, shop_codes=shop_codes, bundle_ids=bundles,
+                   user_id=_acting_user_id(), source="rule")
+    session.flush()
+    session.info.pop(_INFO_KEY, None)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session) -> None:
+    session.info.pop(_INFO_KEY, None)
+
+
+def _acting_user_id() -> Optional[int]:
+    from flask import has_request_context
+
+    if not has_request_context():
+        return None
+    from flask_login import current_user
+
+    try:
+        return current_user.id if current_user.is_authenticated else None
+    except Exception:  # pragma: no cover - no login manager
+        return None
