@@ -34,8 +34,15 @@ Decisions a team would ask about:
 * **Warehouse** (指定仓库) only before audit (待付款, 待审核): an audited order has its
   stock reserved in its warehouse, so it must be un-audited first.
 * **Carrier** (指定快递公司) only before shipping; inactive carriers are refused.
-* **Ship** (发货) needs a carrier and a tracking number on the order; it deducts
-  stock and marks the write-back, which is queued after each chunk's commit.
+* **Ship** (发货) needs a carrier and a tracking number on the order that no other
+  order holds; it deducts stock and marks the write-back, which is queued after
+  each chunk's commit.
+* **按规则选快递** re-chooses the carrier by the 快递规则 (services/carrier_rules.py),
+  only before shipping and while the order has no tracking number.
+* **取号 / 回收单号** take a tracking number from the carrier's 电子面单 account, or
+  give it back before shipping (services/ewaybill.py).
+* **打印** is one PDF for the whole selection (1–500 orders), all or nothing; its
+  result carries ``download_url``/``filename`` (services/printing.py).
 * **Selection**: explicit ids or a grid filter ("select all matching"), at most
   ``OMS_BATCH_MAX`` (5,000) orders either way, always within the user's shops.
 """
@@ -80,7 +87,10 @@ class BatchAction:
     code: str
     zh: str
     clean: Callable[[dict], dict]                  # params -> validated params (raises ValidationError)
-    apply: Callable[[Order, dict, "Context"], None]  # one order; raises AlreadyDone / DomainError
+    apply: Optional[Callable[[Order, dict, "Context"], None]]  # one order; raises AlreadyDone / DomainError
+    # A whole-batch action (打印: one PDF, all or nothing) instead of one order at a time:
+    # run_all(ids, params, user_id=, source=, progress=) -> the result dict.
+    run_all: Optional[Callable[..., dict]] = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +248,62 @@ def _refuse_audited_warehouse(order: Order) -> Optional[str]:
     return None
 
 
+def _ship(order: Order, params: dict, ctx: Context) -> None:
+    """发货: the tracking number (typed, imported or from 取号) may not be another order's."""
+    if order.status == "shipped":
+        raise AlreadyDone(f"订单 {_pid(order)} 已发货")
+    if order.status == "to_ship" and (order.tracking_number or "").strip():
+        from . import ewaybill
+
+        ewaybill.check_unique(order)
+    order_status.apply(order, "ship", source=ctx.source, user_id=ctx.user_id, note=BATCH_NOTE)
+
+
+def _carrier_by_rule(order: Order, params: dict, ctx: Context) -> None:
+    from . import carrier_rules
+
+    if not carrier_rules.rechoose(order, source=ctx.source, user_id=ctx.user_id):
+        rule = order.carrier_rule.name if order.carrier_rule is not None else ""
+        raise AlreadyDone(f"订单 {_pid(order)} 的快递公司已是规则「{rule}」选的")
+    _mark_batch(order, BATCH_NOTE)
+
+
+def _issue_waybill(order: Order, params: dict, ctx: Context) -> None:
+    from . import ewaybill
+
+    if ewaybill.issue_for_order(order, user_id=ctx.user_id, source=ctx.source) is None:
+        raise AlreadyDone(f"订单 {_pid(order)} 已有快递单号 {order.tracking_number}")
+
+
+def _cancel_waybill(order: Order, params: dict, ctx: Context) -> None:
+    from . import ewaybill
+
+    if ewaybill.cancel_for_order(order, user_id=ctx.user_id, source=ctx.source) is None:
+        raise AlreadyDone(f"订单 {_pid(order)} 没有快递单号")
+
+
+def _print_documents(documents: tuple[str, ...]):
+    def clean(params: dict) -> dict:
+        return {"documents": list(documents)}
+    return clean
+
+
+def _print_all(ids: list[int], params: dict, *, user_id: Optional[int], source: str,
+               progress: Optional[Progress]) -> dict:
+    """打印: one PDF for the whole selection (services/printing.py), all or nothing; a
+    refused batch raises the zh reasons and prints nothing. The result carries the
+    file's download_url and filename."""
+    from . import printing
+
+    if len(ids) > printing.MAX_ORDERS:
+        raise ValidationError(f"一次最多打印 {printing.MAX_ORDERS} 个订单，已选 {len(ids)} 个", "ids")
+    out = printing.print_to_file(ids, documents=params["documents"], user_id=user_id, source=source,
+                                 progress=progress)
+    zh = "打印面单和发货单" if len(params["documents"]) > 1 else "打印" + printing.DOCUMENTS[params["documents"][0]]
+    return {"action": "print", "action_zh": zh, "total": len(ids), "ok": list(ids), "skipped": [], "failed": [],
+            **out}
+
+
 ACTIONS: dict[str, BatchAction] = {a.code: a for a in [
     BatchAction("audit", "审单", _no_params,
                 _transition("audit", "to_ship", "订单 {pid} 已审核（{status}）")),
@@ -253,8 +319,12 @@ ACTIONS: dict[str, BatchAction] = {a.code: a for a in [
     BatchAction("warehouse", "指定仓库", _clean_warehouse,
                 _set_field("warehouse_id", "warehouse_id", "仓库",
                            frozenset({"pending_payment", "to_audit", "to_ship"}), _refuse_audited_warehouse)),
-    BatchAction("ship", "发货", _no_params,
-                _transition("ship", "shipped", "订单 {pid} 已发货")),
+    BatchAction("ship", "发货", _no_params, _ship),
+    BatchAction("carrier_rules", "按规则选快递", _no_params, _carrier_by_rule),
+    BatchAction("waybill", "取号", _no_params, _issue_waybill),
+    BatchAction("cancel_waybill", "回收单号", _no_params, _cancel_waybill),
+    BatchAction("print", "打印面单和发货单", _print_documents(("label", "packing_list")), None, _print_all),
+    BatchAction("print_labels", "打印面单", _print_documents(("label",)), None, _print_all),
 ]}
 
 
@@ -331,6 +401,8 @@ def run(action: str, order_ids: Iterable[int], params: Optional[dict] = None, *,
     act = get_action(action)
     cleaned = act.clean(dict(params or {}))
     ids = list(dict.fromkeys(int(i) for i in order_ids))
+    if act.run_all is not None:
+        return act.run_all(ids, cleaned, user_id=user_id, source=source, progress=progress)
     size = max(1, chunk_size or _chunk_size())
     ctx = Context(user_id=user_id, source=source)
     ok: list[int] = []

@@ -88,7 +88,8 @@ def render_orders(order_ids: Iterable[int], *, documents: Sequence[str] = ("labe
                   user_id: Optional[int] = None, purpose: str = "print", source: str = "user",
                   templates: Optional[dict[str, str]] = None,
                   progress: Optional[Callable[..., None]] = None,
-                  deliver: Optional[Callable[[bytes], None]] = None) -> bytes:
+                  deliver: Optional[Callable[[bytes], None]] = None,
+                  outcome: Optional[dict] = None) -> bytes:
     """One PDF with the chosen documents for every order, in the order given.
 
     All-or-nothing: a problem with any order raises (``NotFound`` for an order
@@ -97,37 +98,88 @@ def render_orders(order_ids: Iterable[int], *, documents: Sequence[str] = ("labe
     replaces the source of ``label`` / ``packing_list`` (the template editor's
     preview). ``deliver(pdf)`` runs after every check and before the log rows
     are committed: if it raises, nothing is logged (the job writes its file there).
+    ``outcome``, when given, receives the print batch id, the number of orders, of
+    reprinted orders and of pages.
     """
     user_id = _resolve_user(user_id)
     documents = _check_documents(documents)
     orders = check_orders(order_ids, documents)
     ids = [o.id for o in orders]
     counts = _print_counts(ids)
-    env = make_environment(templates)
+    sources = template_sources(templates)
+    make_environment(sources)  # a bad override is refused before anything is loaded further
     font = font_path()
     printed_at = dt.datetime.now(SH).strftime("%Y-%m-%d %H:%M")
     report = progress or (lambda *a, **k: None)
-    chunks: list[bytes] = []
-    total = len(orders)
-    for start in range(0, total, CHUNK_ORDERS):
-        part = orders[start:start + CHUNK_ORDERS]
-        contexts = [drawable(order_context(o, counts.get(o.id, 0) + 1, printed_at), font) for o in part]
-        html = render_html(env, contexts, documents, printed_at)
-        pdf = html_to_pdf(html, font)
-        check_cjk_font(pdf, font_name(font))
-        _check_layout(pdf, part, documents)
-        chunks.append(pdf)
-        report(start + len(part), total, f"已生成 {start + len(part)}/{total} 单")
-    pdf = chunks[0] if len(chunks) == 1 else merge_pdfs(chunks)
+    # Plain values (PII decrypted here, in memory): they go only into the PDF.
+    contexts = [drawable(order_context(o, counts.get(o.id, 0) + 1, printed_at), font) for o in orders]
+    numbers = [o.platform_order_id for o in orders]
+    pdf = render_contexts(contexts, numbers, documents, sources, font, printed_at, report)
     try:
         if deliver is not None:
             deliver(pdf)
-        _record(orders, counts, documents, user_id=user_id, purpose=purpose, source=source)
+        batch = _record(orders, counts, documents, user_id=user_id, purpose=purpose, source=source)
         db.session.commit()
     except Exception:
         db.session.rollback()
         raise
+    if outcome is not None:
+        outcome.update(batch=batch, orders=len(ids), reprints=sum(1 for i in ids if counts.get(i)),
+                       pages=page_count(pdf))
     return pdf
+
+
+def render_contexts(contexts: list[dict], numbers: list[str], documents: Sequence[str],
+                    sources: dict[str, str], font: str, printed_at: str,
+                    report: Callable[..., None] = lambda *a, **k: None,
+                    processes: Optional[int] = None) -> bytes:
+    """Render chunks of ``CHUNK_ORDERS`` orders (in worker processes when there is more
+    than one chunk and more than one process) and join them with pypdf, in order.
+
+    Each chunk is rendered, font-checked and layout-checked by :func:`_render_chunk`,
+    a pure function of plain values, so it runs the same in a child process. The
+    children are forked, get the order values through a pipe (never Redis or disk)
+    and exit when the batch is done.
+    """
+    total = len(contexts)
+    tasks = [(contexts[i:i + CHUNK_ORDERS], numbers[i:i + CHUNK_ORDERS], tuple(documents), sources, font,
+              printed_at) for i in range(0, total, CHUNK_ORDERS)]
+    workers = min(len(tasks), print_processes() if processes is None else processes)
+    chunks: list[bytes] = []
+    if workers > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for pdf in pool.imap(_render_chunk, tasks):
+                chunks.append(pdf)
+                done = min(len(chunks) * CHUNK_ORDERS, total)
+                report(done, total, f"已生成 {done}/{total} 单")
+    else:
+        for task in tasks:
+            chunks.append(_render_chunk(task))
+            done = min(len(chunks) * CHUNK_ORDERS, total)
+            report(done, total, f"已生成 {done}/{total} 单")
+    return chunks[0] if len(chunks) == 1 else merge_pdfs(chunks)
+
+
+def _render_chunk(task) -> bytes:
+    contexts, numbers, documents, sources, font, printed_at = task
+    env = make_environment(sources)
+    html = render_html(env, contexts, documents, printed_at)
+    pdf = html_to_pdf(html, font)
+    check_cjk_font(pdf, font_name(font))
+    _check_layout(pdf, numbers, documents)
+    return pdf
+
+
+def print_processes() -> int:
+    """Processes rendering one batch: OMS_PRINT_PROCESSES, default the CPU count (at most 4)."""
+    value = (current_app.config.get("OMS_PRINT_PROCESSES") if has_app_context() else None) \
+        or os.environ.get("OMS_PRINT_PROCESSES")
+    try:
+        return max(1, int(value)) if value else max(1, min(4, os.cpu_count() or 1))
+    except ValueError:
+        return 1
 
 
 def check_orders(order_ids: Iterable[int], documents: Sequence[str] = ("label", "packing_list")) -> list[Order]:
@@ -378,6 +430,29 @@ def drawable(value, font: str):
 
 
 # --- templates -----------------------------------------------------------------
+def default_source(document: str) -> str:
+    """The shipped template of ``document`` (app/templates/print/<document>.html)."""
+    if document not in DOCUMENTS:
+        raise ValidationError(f"未知的模板：{document}", "document")
+    return (TEMPLATE_DIR / f"{document}.html").read_text(encoding="utf-8")
+
+
+def stored_templates() -> dict[str, str]:
+    """The templates admins saved in the browser (PrintTemplate rows), by document."""
+    from app.models import PrintTemplate
+
+    if not has_app_context():
+        return {}
+    return {d: src for d, src in db.session.execute(select(PrintTemplate.document, PrintTemplate.source))}
+
+
+def template_sources(overrides: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """What a print uses: the saved templates, replaced by ``overrides`` (a preview)."""
+    sources = stored_templates()
+    sources.update(overrides or {})
+    return sources
+
+
 def make_environment(templates: Optional[dict[str, str]] = None):
     """A sandboxed, autoescaping Jinja environment over app/templates/print/.
 
@@ -421,9 +496,35 @@ def render_html(env, orders: list[dict], documents: Sequence[str], printed_at: s
         raise
     except TemplateSyntaxError as exc:
         where = f"{exc.name or exc.filename or '模板'} 第 {exc.lineno} 行"
-        raise ValidationError(f"模板错误：{where}：{exc.message}", "templates") from None
+        raise ValidationError(f"模板错误：{where}：{jinja_zh(exc.message or '')}", "templates") from None
     except Exception as exc:  # undefined names, sandbox refusals, bad filters, errors in expressions
-        raise ValidationError(f"模板错误：{_where(exc)}{type(exc).__name__}: {exc}", "templates") from None
+        raise ValidationError(f"模板错误：{_where(exc)}{type(exc).__name__}: {jinja_zh(str(exc))}",
+                              "templates") from None
+
+
+_JINJA_ZH = [
+    (re.compile(r"^unexpected end of template.*", re.S), "模板意外结束：有没有闭合的 {% macro/for/if %}（缺少 endmacro/endfor/endif）"),
+    (re.compile(r"^unexpected '(.+?)'$"), r"意外的「\1」（括号或标记不配对）"),
+    (re.compile(r"^expected token '(.+?)', got '(.+?)'$"), r"此处应为「\1」，实际是「\2」"),
+    (re.compile(r"^Encountered unknown tag '(.+?)'.*", re.S), r"未知的标签「\1」（或缺少与之配对的开始标签）"),
+    (re.compile(r"^'(.+?)' is undefined$"), r"未定义的变量「\1」"),
+    (re.compile(r"^'(.+?)' has no attribute '(.+?)'$"), r"「\1」没有属性「\2」"),
+    (re.compile(r"^(?:access to attribute|attribute) '(.+?)' of '(.+?)' object is unsafe\.?$"),
+     r"出于安全限制，不允许访问「\2」的属性「\1」"),
+    (re.compile(r"^No filter named '(.+?)'\.?$"), r"没有名为「\1」的过滤器"),
+    (re.compile(r"^No test named '(.+?)'\.?$"), r"没有名为「\1」的测试"),
+    (re.compile(r"^tag name expected$"), "此处应为标签名"),
+    (re.compile(r"^unexpected char '(.+?)' at \d+$"), r"意外的字符「\1」"),
+]
+
+
+def jinja_zh(message: str) -> str:
+    """A Jinja error message in Chinese (the common ones; others keep their text)."""
+    text = (message or "").strip()
+    for pattern, zh in _JINJA_ZH:
+        if pattern.match(text):
+            return pattern.sub(zh, text)
+    return text
 
 
 def _where(exc: BaseException) -> str:
@@ -579,14 +680,14 @@ def _is_label(page) -> bool:
     return abs(w - LABEL_SIZE_MM[0] * MM) < 1 and abs(h - LABEL_SIZE_MM[1] * MM) < 1
 
 
-def _check_layout(pdf: bytes, orders: Sequence[Order], documents: Sequence[str]) -> None:
+def _check_layout(pdf: bytes, numbers: Sequence[str], documents: Sequence[str]) -> None:
     """A label is one page: one that runs over would print a second, broken label."""
     if "label" not in documents:
         return
     from pypdf import PdfReader
 
     kinds = ["label" if _is_label(p) else "other" for p in PdfReader(io.BytesIO(pdf)).pages]
-    if kinds.count("label") == len(orders):
+    if kinds.count("label") == len(numbers):
         return
     overflow = []
     if "packing_list" in documents:
@@ -598,7 +699,7 @@ def _check_layout(pdf: bytes, orders: Sequence[Order], documents: Sequence[str])
                 n, i = n + 1, i + 1
             if kind == "label":
                 lengths.append(n)
-        overflow = [f"订单 {o.platform_order_id}" for o, n in zip(orders, lengths) if n > 1]
+        overflow = [f"订单 {number}" for number, n in zip(numbers, lengths) if n > 1]
     who = "、".join(overflow) if overflow else "部分订单"
     raise ValidationError(f"不能打印：{who} 的面单内容超出一页（地址或商品信息过长），请检查模板",
                           "templates")
@@ -606,7 +707,13 @@ def _check_layout(pdf: bytes, orders: Sequence[Order], documents: Sequence[str])
 
 # --- after a successful render ----------------------------------------------------
 def _record(orders: Sequence[Order], counts: dict[int, int], documents: Sequence[str], *,
-            user_id: int, purpose: str, source: str) -> None:
+            user_id: int, purpose: str, source: str) -> str:
+    """One PII access row, one 打印 order event and one PrintRecord per order; the batch id."""
+    from uuid import uuid4
+
+    from app.models import PrintRecord
+
+    batch = uuid4().hex
     fields = sorted({f for d in documents for f in PII_FIELDS[d]})
     remote = request.remote_addr if has_request_context() else None
     what = "、".join(DOCUMENTS[d] for d in documents)
@@ -619,3 +726,172 @@ def _record(orders: Sequence[Order], counts: dict[int, int], documents: Sequence
         db.session.add(OrderEvent(order_id=o.id, action="print", source=source, user_id=user_id,
                                   new_value=what, note=f"第 {n} 次打印" + ("（补打）" if n > 1 else ""),
                                   created_at=now))
+        db.session.add(PrintRecord(batch=batch, order_id=o.id, user_id=user_id, created_at=now,
+                                   documents=",".join(documents), print_no=n, is_reprint=n > 1,
+                                   batch_size=len(orders), source=source))
+    return batch
+
+
+# --- the template editor -------------------------------------------------------------
+SAMPLE_ORDER = {
+    "id": 0, "number": "4100000000000000001", "shop": "示例店铺", "platform": "淘宝", "paid_at": "2026-11-30 10:00",
+    "buyer_nick": "示例买家", "buyer_message": "请尽快发货", "seller_memo": "送小样",
+    "receiver": {"name": "张三", "phone": "13800001234", "region": "浙江省杭州市西湖区", "address": "文三路 100 号 3 幢 501",
+                 "full_address": "浙江省杭州市西湖区文三路 100 号 3 幢 501", "zip": "310000"},
+    "sender": {"name": "杭州仓", "contact": "王仓管", "phone": "0571-88886666", "address": "浙江省杭州市余杭区良睦路 1 号"},
+    "warehouse": "杭州仓", "carrier": {"code": "ZTO", "name": "中通快递"}, "tracking_number": "78123456789012",
+    "lines": [{"title": "纯棉T恤", "spec": "黑色 L", "merchant_code": "TS-BLK-L", "quantity": 2},
+              {"title": "纯棉T恤", "spec": "白色 M", "merchant_code": "TS-WHT-M", "quantity": 1}],
+    "item_summary": "纯棉T恤 黑色 L ×2；纯棉T恤 白色 M ×1", "item_count": 3, "print_count": 1, "is_reprint": False,
+}
+
+
+def sample_context(printed_at: str) -> dict:
+    ctx = dict(SAMPLE_ORDER, printed_at=printed_at)
+    ctx["tracking_bar_mm"] = bar_width_mm(ctx["tracking_number"], LABEL_BARCODE_SPACE_MM, LABEL_BAR_MM)
+    ctx["number_bar_mm"] = bar_width_mm(ctx["number"], PACKING_BARCODE_SPACE_MM, PACKING_BAR_MM)
+    return ctx
+
+
+def preview(document: str, source: str) -> bytes:
+    """The sample order printed with ``source`` as ``document``'s template, through the
+    same sandboxed environment, font check and layout check as a real print. A Jinja
+    error raises ValidationError naming the line; nothing is stored or logged."""
+    if document not in DOCUMENTS:
+        raise ValidationError(f"未知的模板：{document}", "document")
+    if not (source or "").strip():
+        raise ValidationError("模板内容不能为空", "source")
+    if len(source) > 200_000:
+        raise ValidationError("模板过长（最多 200000 个字符）", "source")
+    font = font_path()
+    printed_at = dt.datetime.now(SH).strftime("%Y-%m-%d %H:%M")
+    sources = template_sources({document: source})
+    return render_contexts([drawable(sample_context(printed_at), font)], [SAMPLE_ORDER["number"]], (document,),
+                           sources, font, printed_at, processes=1)
+
+
+def current_source(document: str) -> tuple[str, bool]:
+    """(source, saved in the database?) of ``document``."""
+    stored = stored_templates()
+    if document in stored:
+        return stored[document], True
+    return default_source(document), False
+
+
+def save_template(document: str, source: str, *, user_id: Optional[int]) -> None:
+    """Store ``source`` for ``document`` only if it previews cleanly (else the zh error
+    is raised and the stored template is unchanged)."""
+    from app.models import PrintTemplate
+
+    preview(document, source)
+    try:
+        row = db.session.scalar(select(PrintTemplate).where(PrintTemplate.document == document))
+        if row is None:
+            row = PrintTemplate(document=document)
+            db.session.add(row)
+        row.source = source
+        row.updated_at = utcnow()
+        row.updated_by_id = user_id
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+def reset_template(document: str) -> bool:
+    """Back to the shipped template: the stored one is deleted. True if one existed."""
+    from app.models import PrintTemplate
+
+    if document not in DOCUMENTS:
+        raise ValidationError(f"未知的模板：{document}", "document")
+    row = db.session.scalar(select(PrintTemplate).where(PrintTemplate.document == document))
+    if row is None:
+        return False
+    db.session.delete(row)
+    db.session.commit()
+    return True
+
+
+# --- print files (the grid's 打印 action) ---------------------------------------------
+_FILE_ID = re.compile(r"^[0-9a-f]{32}$")
+KEEP_HOURS = 24  # a print file carries buyers' PII: kept one day
+
+
+def prints_dir() -> Path:
+    path = Path(current_app.config["OMS_INSTANCE_DIR"]) / "prints"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def download_url(file_id: str) -> str:
+    return f"/printing/download/{file_id}"
+
+
+def print_to_file(order_ids: Iterable[int], *, documents: Sequence[str], user_id: int, source: str = "user",
+                  progress: Optional[Callable[..., None]] = None) -> dict:
+    """Print into ``instance/prints/<id>.pdf`` (0600, owner in a sidecar) and return
+    ``{download_url, filename, orders, pages, reprints, batch}``. The file appears only
+    complete and only if the print log is committed."""
+    import json
+    import secrets
+
+    cleanup_prints()
+    folder = prints_dir()
+    file_id = secrets.token_hex(16)
+    path, partial = folder / f"{file_id}.pdf", folder / f"{file_id}.pdf.part"
+    outcome: dict = {}
+    stamp = dt.datetime.now(SH).strftime("%Y%m%d-%H%M%S")
+
+    def deliver(pdf: bytes) -> None:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pdf)
+
+    try:
+        render_orders(order_ids, documents=documents, user_id=user_id, source=source, progress=progress,
+                      deliver=deliver, outcome=outcome)
+        filename = f"打印-{stamp}-{outcome['orders']}单.pdf"
+        fd = os.open(folder / f"{file_id}.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"user_id": user_id, "filename": filename, "batch": outcome["batch"]}, fh, ensure_ascii=False)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return {"download_url": download_url(file_id), "filename": filename, "orders": outcome["orders"],
+            "pages": outcome["pages"], "reprints": outcome["reprints"], "batch": outcome["batch"]}
+
+
+def print_file(file_id: str, *, user_id: Optional[int], is_admin: bool) -> tuple[Path, str]:
+    """(path, download name) of a print file, for the user who printed it or an admin;
+    anything else is NotFound (another user cannot learn that the file exists)."""
+    import json
+
+    missing = NotFound("打印文件不存在或已过期（保留 24 小时）")
+    if not isinstance(file_id, str) or not _FILE_ID.match(file_id):
+        raise missing
+    folder = prints_dir()
+    try:
+        meta = json.loads((folder / f"{file_id}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise missing from None
+    if not is_admin and (user_id is None or meta.get("user_id") != user_id):
+        raise missing
+    path = folder / f"{file_id}.pdf"
+    if not path.is_file():
+        raise missing
+    return path, meta.get("filename") or path.name
+
+
+def cleanup_prints(max_age_hours: float = KEEP_HOURS, now: Optional[float] = None) -> int:
+    import time
+
+    limit = (now if now is not None else time.time()) - max_age_hours * 3600
+    removed = 0
+    for entry in prints_dir().iterdir():
+        try:
+            if entry.is_file() and entry.stat().st_mtime < limit:
+                entry.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed

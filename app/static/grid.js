@@ -663,6 +663,15 @@
       el("a", { href: "#", class: "pull-right", text: "关闭", onclick: function (e) { e.preventDefault(); box.hidden = true; hideProgress(); } }),
     ]);
     box.appendChild(head);
+    if (result.download_url && result.download_url.charAt(0) === "/" && result.download_url.charAt(1) !== "/") {
+      // A batch that made a file (打印): offer it, as the export does.
+      box.appendChild(el("div", { class: "panel-body" }, [
+        el("a", { href: result.download_url, class: "btn btn-primary btn-sm", "data-role": "download",
+                  target: "_blank", rel: "noopener", text: "下载 " + (result.filename || "文件") }),
+        result.pages ? el("span", { class: "text-muted", text: " 共 " + result.pages + " 页" +
+          (result.reprints ? "，其中补打 " + result.reprints + " 单" : "") }) : null,
+      ]));
+    }
     if (failed.length) {
       var tbody = el("tbody");
       failed.slice(0, 200).forEach(function (f) {
