@@ -9,6 +9,7 @@ from app.jobs.exports import cleanup_exports
 from app.jobs.queue import redis_conn
 from app.jobs.stock_push import push_due_job
 from app.jobs.sync import dispatch_due_syncs
+from app.jobs.tracking import check_logistics_exceptions, dispatch_due_tracking
 from app.jobs.writeback import sweep_pending_writebacks
 
 
@@ -26,4 +27,10 @@ def build_scheduler() -> CronScheduler:
                        result_ttl=600)
     # Export files older than OMS_EXPORT_KEEP_DAYS (7) are deleted; 03:30 in Shanghai.
     scheduler.register(cleanup_exports, queue_name="default", cron="30 19 * * *", name="export-cleanup")
+    # Parcel tracking: queue the polls that are due (each parcel sets its own next time),
+    # and check the 物流异常 time rules (no pickup / no update) every 15 minutes.
+    scheduler.register(dispatch_due_tracking, queue_name="default", interval=60, name="tracking-dispatch",
+                       result_ttl=600)
+    scheduler.register(check_logistics_exceptions, queue_name="default", interval=900,
+                       name="logistics-exception-check", result_ttl=3600)
     return scheduler

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 from flask import Flask, Response, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import signing
+from . import ewaybill, kuaidi100, signing
 from .state import (
     EVENTS, EventError, Faults, Order, SandboxState, fmt_time, money, parse_time,
     platform_status, refund_status, visible,
@@ -1040,6 +1040,10 @@ def create_app(state: SandboxState) -> Flask:
         state.reset(seed=body.get("seed"), rate_per_minute=body.get("rate_per_minute"))
         return _json({"ok": True, "seed": state.seed, "rate_per_minute": state.rate_per_minute})
 
+    # Kuaidi100 tracking: /poll/query.do and /_sandbox/kuaidi100/ (app/sandbox/kuaidi100.py)
+    kuaidi100.register(app, state)
+    # 电子面单: /ewaybill/label and /_sandbox/ewaybill/ (app/sandbox/ewaybill.py)
+    ewaybill.register(app, state)
     return app
 
 
@@ -1077,6 +1081,7 @@ def run(host: str = "127.0.0.1", port: int = 8765, seed: int = 1, *, rate_per_mi
     base = f"http://{host}:{server.server_port}"
     print(f"沙箱已启动 / sandbox on {base}")
     print(f"  淘宝/天猫 {base}/router/rest   拼多多 {base}/api/router   京东 {base}/routerjson")
+    print(f"  快递100 {base}{kuaidi100.QUERY_PATH}  customer={kuaidi100.DEMO_CUSTOMER} key={kuaidi100.DEMO_KEY}")
     for s in state.shops:
         print(f"  {s.platform:<6} {s.name}  app_key={s.app_key} secret={s.app_secret} token={s.access_token}")
     try:

@@ -376,6 +376,7 @@ class SandboxState:
         self._pool: list[tuple] = []
         self._day_prefix: dict[int, str] = {}
         self._request_no = itertools.count(1)
+        self.tracking = None  # Kuaidi100 journeys (app/sandbox/kuaidi100.py), made on first use
         now = int(self.clock())
         self.last_evolve = now
         for shop in self.shops:
