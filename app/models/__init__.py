@@ -15,11 +15,12 @@ from .security import OmsUser, user_shop
 from .shop import Shop
 from .stock_alert import StockAlert, StockAlertRead
 from .sync import SYNC_STATUSES, SyncRun
+from .warehouse_coverage import WarehouseCoverage
 
 __all__ = [
     "Model", "PLATFORMS", "Shop", "Product", "Sku", "BundleComponent", "Warehouse", "Stock",
     "StockMovement", "MOVEMENT_TYPES", "Carrier", "Customer", "CustomerShop", "Order",
     "OrderLine", "OrderHold", "OrderEvent", "PiiAccessLog", "ORDER_STATUSES", "HOLD_REASONS",
     "EVENT_SOURCES", "FLAGS", "OmsUser", "user_shop", "SyncRun", "SYNC_STATUSES",
-    "ShopListing", "OrderCountDelta", "SavedView", "StockAlert", "StockAlertRead",
+    "ShopListing", "OrderCountDelta", "SavedView", "StockAlert", "StockAlertRead", "WarehouseCoverage",
 ]

@@ -35,6 +35,18 @@ class Warehouse(Model):
     priority = Column(Integer, nullable=False, default=10, info=col_info(_l("Priority")))
     active = Column(Boolean, nullable=False, default=True, info=col_info(_l("Active")))
 
+    @property
+    def coverage_label(self) -> str:
+        """覆盖范围 in one line: the provinces, 全国, or 全国（未设置） without rows."""
+        from flask_babel import gettext
+
+        provinces = [c.province for c in self.coverage]
+        if not provinces:
+            return gettext("Nationwide (not set)")
+        if "全国" in provinces:
+            return "全国"
+        return "、".join(provinces)
+
     def __repr__(self) -> str:
         return self.name or ""
 

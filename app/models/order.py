@@ -120,6 +120,8 @@ class Order(Model):
 
     warehouse_id = Column(Integer, ForeignKey("oms_warehouse.id"))
     warehouse = relationship("Warehouse", info=col_info(_l("Warehouse")))
+    # Why this warehouse (services/warehouse_choice.py), e.g. "杭州仓：覆盖浙江、库存齐全、优先级1".
+    warehouse_reason = Column(String(500), info=col_info(_l("Warehouse choice")))
     carrier_id = Column(Integer, ForeignKey("oms_carrier.id"))
     carrier = relationship("Carrier", info=col_info(_l("Carrier")))
     tracking_number = Column(String(64), index=True, info=col_info(_l("Tracking number")))
@@ -178,6 +180,9 @@ class OrderLine(Model):
     paid_amount = Column(Money, nullable=False, default=ZERO, info=col_info(_l("Paid amount")))
     cost_price = Column(Money, nullable=False, default=ZERO, info=col_info(_l("Cost price"), "finance"))
     refund_status = Column(String(32), info=col_info(_l("Refund status")))
+    # Where this line's stock is reserved (a split order ships from several warehouses).
+    warehouse_id = Column(Integer, ForeignKey("oms_warehouse.id"))
+    warehouse = relationship("Warehouse", info=col_info(_l("Shipping warehouse")))
 
     def __repr__(self) -> str:
         return f"{self.title} × {self.quantity}"

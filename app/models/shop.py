@@ -11,6 +11,10 @@ from .types import EncryptedText, UTCDateTime, utcnow
 from flask_babel import lazy_gettext as _l
 
 
+# When an order reserves its stock (Shop.reserve_at).
+RESERVE_AT = {"audit": _l("At audit"), "payment": _l("At payment")}
+
+
 class Shop(Model):
     """店铺: one seller account on one platform, with credentials and sync settings."""
 
@@ -25,6 +29,7 @@ class Shop(Model):
         CheckConstraint("stock_max IS NULL OR stock_max >= 0", name="ck_shop_stock_max"),
         CheckConstraint("stock_floor >= 0", name="ck_shop_stock_floor"),
         CheckConstraint("stock_max IS NULL OR stock_floor <= stock_max", name="ck_shop_stock_floor_le_max"),
+        CheckConstraint("reserve_at IN ('audit','payment')", name="ck_shop_reserve_at"),
     )
 
     id = Column(Integer, primary_key=True)
@@ -59,6 +64,13 @@ class Shop(Model):
     last_stock_push_at = Column(UTCDateTime, info=col_info(_l("Last stock push")))
     last_stock_push_error = Column(Text, info=col_info(_l("Last stock push error")))
     last_stock_push_error_at = Column(UTCDateTime, info=col_info(_l("Last stock push error at")))
+    # 选仓 (services/warehouse_choice.py): split an order across warehouses when no single
+    # covering warehouse can ship it whole; reserve stock at audit (审单, the default) or
+    # at payment (付款: the order waits in 待审核 with its stock already reserved).
+    allow_split = Column(Boolean, nullable=False, default=False, server_default=false(),
+                         info=col_info(_l("Allow split shipment")))
+    reserve_at = Column(String(16), nullable=False, default="audit", server_default="audit",
+                        info=col_info(_l("Reserve stock at")))
     active = Column(Boolean, nullable=False, default=True, index=True, info=col_info(_l("Active")))
     created_at = Column(UTCDateTime, nullable=False, default=utcnow, info=col_info(_l("Created at")))
 

@@ -138,6 +138,8 @@ def apply(order: Order, action: str, *, source: str = "user", user_id: Optional[
     order.status = t.target
     if t.stamp and getattr(order, t.stamp) is None:
         setattr(order, t.stamp, now)
+    if stock and action == "pay":
+        _reserve_at_payment(order, source, user_id)
     if t.target == "closed":
         order.close_reason = (reason or "").strip()[:200]
         for hold in order.holds:
@@ -159,20 +161,50 @@ def apply(order: Order, action: str, *, source: str = "user", user_id: Optional[
 def _move_stock(order: Order, action: str, source: str, user_id: Optional[int]) -> None:
     """The stock side of a transition (services/stock.py), before the status changes.
 
-    审单 reserves (refused with a 缺货 hold if it cannot); 反审核, 取消 and 退款关闭
-    release what the ledger says the order reserved (nothing if it reserved
-    nothing); 发货 and 平台发货 deduct (from 待审核: on hand only, if the stock is there).
+    审单 reserves (refused with a 缺货 hold if it cannot; refused without a hold if the
+    warehouse a person chose cannot ship it whole); 反审核, 取消 and 退款关闭 release what
+    the ledger says the order reserved (nothing if it reserved nothing; 反审核 keeps it
+    in a shop that reserves at payment); 发货 and 平台发货 deduct (from 待审核: on hand
+    only, if the stock is there). 付款 reserves in a shop that reserves at payment
+    (:func:`_reserve_at_payment`, after the status change: a failure is a 缺货 hold).
     """
-    from . import stock
+    from . import stock, warehouse_choice
 
     if action == "audit":
-        if not stock.reserve_order(order, user_id=user_id, source=source):
-            note = stock.shortage_note(order)
-            raise stock.OutOfStock(f"订单 {order.platform_order_id} 缺货，不能审单（{note}）", order.id, note)
-    elif action in ("unaudit", "cancel", "refund_close"):
+        # Chooses the warehouse (services/warehouse_choice.py) unless reserved at payment.
+        out = warehouse_choice.reserve(order, user_id=user_id, source=source, strict_manual=True)
+        if out.refused:
+            raise warehouse_choice.WarehouseRefused(f"订单 {order.platform_order_id} 不能审单：{out.note}")
+        if not out.ok:
+            raise stock.OutOfStock(f"订单 {order.platform_order_id} 缺货，不能审单（{out.note}）", order.id,
+                                   out.note)
+    elif action == "unaudit":
+        if not reserves_at_payment(order):  # reserved at payment: it stays reserved while paid
+            stock.release_order(order, user_id=user_id)
+    elif action in ("cancel", "refund_close"):
         stock.release_order(order, user_id=user_id)
     elif action in ("ship", "ship_on_platform"):
         stock.ship_order(order, user_id=user_id)
+
+
+def reserves_at_payment(order: Order) -> bool:
+    """The order's shop reserves stock when an order is paid (Shop.reserve_at)."""
+    from app.models import Shop
+
+    shop = order.shop if order.shop is not None else db.session.get(Shop, order.shop_id)
+    return shop is not None and shop.reserve_at == "payment"
+
+
+def _reserve_at_payment(order: Order, source: str, user_id: Optional[int]) -> None:
+    """付款 in a shop that reserves at payment: reserve now (the order waits in 待审核 with its
+    stock); if it cannot, a 缺货 hold. Orders with an unmatched line reserve on 审单."""
+    if not reserves_at_payment(order) or order.status not in HOLDABLE:
+        return
+    if not order.lines or any(ln.sku_id is None for ln in order.lines):
+        return
+    from . import warehouse_choice
+
+    warehouse_choice.reserve(order, user_id=user_id, source=source)
 
 
 def LIFECYCLE_INDEX(status: str) -> int:

@@ -20,8 +20,9 @@ components × quantity.
 
 Orders (hooked into :func:`app.services.order_status.apply`):
 
-- :func:`reserve_order` (审单 → 待发货) reserves every line in one warehouse, all or
-  nothing (a SAVEPOINT); if no warehouse can, it puts a 缺货 hold and returns False.
+- :func:`reserve_order` (审单 → 待发货, or at payment if the shop says so) reserves every
+  line in the warehouse(s) chosen by services/warehouse_choice.py, all or nothing (a
+  SAVEPOINT); if none can, it puts a 缺货 hold naming the province and SKUs, returns False.
 - :func:`release_order` (反审核, 取消, 退款关闭) releases what the ledger says this order
   still holds (sum of its movements), so it is idempotent and tolerates orders
   whose status was set without a reservation.
@@ -237,42 +238,15 @@ def _candidates(needs: dict[int, int]) -> list[int]:
     return [w for w, p in sorted(whs, key=lambda r: (not whole(r[0]), r[1], r[0]))]
 
 
-def _reserve_in(order: Order, warehouse_id: int, needs: dict[int, int], user_id) -> None:
-    with db.session.begin_nested():
-        for sku_id in sorted(needs):
-            move(warehouse_id, sku_id, "reserve", 0, needs[sku_id], order_id=order.id,
-                 source_ref=order.platform_order_id, user_id=user_id, mark=False)
-
-
 def reserve_order(order: Order, *, user_id: Optional[int] = None, hold: bool = True,
                   source: str = "rule") -> bool:
-    """Reserve every line of the order in one warehouse, all or nothing.
+    """Reserve the order in the warehouse(s) chosen by the rules (services/warehouse_choice.py:
+    coverage, whole order first, priority, split if the shop allows it, a person's choice
+    respected), all or nothing. Already reserved orders (per the ledger) are left alone. On
+    failure puts a 缺货 hold (unless ``hold=False``) and returns False; nothing is reserved."""
+    from . import warehouse_choice
 
-    Uses ``order.warehouse_id`` if set, else the first warehouse that can ship the
-    whole order (then by priority) and stores it on the order. Already reserved
-    orders (per the ledger) are left alone. On failure puts a 缺货 hold (unless
-    ``hold=False``) and returns False; nothing is reserved."""
-    from . import order_status
-
-    db.session.flush()
-    if reserved_by_order(order.id):
-        return True
-    needs = order_needs(order)
-    if not needs:
-        return True
-    whs = [order.warehouse_id] if order.warehouse_id else _candidates(needs)
-    for wh in whs:
-        try:
-            _reserve_in(order, wh, needs, user_id)
-        except InsufficientStock:
-            continue
-        order.warehouse_id = wh
-        _mark(needs)
-        return True
-    if hold:
-        order_status.hold(order, OUT_OF_STOCK, note=shortage_note(order, needs), source=source,
-                          user_id=user_id)
-    return False
+    return warehouse_choice.reserve(order, user_id=user_id, source=source, hold=hold).ok
 
 
 def shortage_note(order: Order, needs: Optional[dict[int, int]] = None) -> str:
@@ -358,7 +332,8 @@ def reallocate_held(*, user_id: Optional[int] = None, limit: Optional[int] = Non
         if not reserve_order(order, user_id=user_id, hold=False):
             continue
         order_status.release(order, OUT_OF_STOCK, note="到货自动分配库存", source="rule", user_id=user_id)
-        if order.status == "to_audit":
+        if order.status == "to_audit" and not order_status.reserves_at_payment(order):
+            # held at 审单: audit it now. Held at payment: it waits in 待审核, reserved.
             order_status.apply(order, "audit", source="rule", user_id=user_id, note="到货自动审单")
         done.append(order.id)
     return done

@@ -20,6 +20,7 @@ from .orders import (
 from .shops import ShopApi, ShopView
 from . import stock_pages  # noqa: F401  (registers the stock ORM hooks)
 from .sync import SyncRunApi, SyncRunView
+from .warehouses import WarehouseCoverageApi, WarehouseCoverageGridView, WarehouseCoverageView
 
 # (view class, menu name, menu label, category, category label, icon)
 MENU = [
@@ -37,6 +38,10 @@ MENU = [
     (StockGridView, "Stock grid", _l("Stock grid"), "Inventory", _l("Inventory"), "fa-table"),
     (StockMovementView, "Stock movements", _l("Stock movements"), "Inventory", _l("Inventory"), "fa-exchange"),
     (WarehouseView, "Warehouses", _l("Warehouses"), "Inventory", _l("Inventory"), "fa-building"),
+    (WarehouseCoverageView, "Warehouse coverage", _l("Warehouse coverage"), "Inventory", _l("Inventory"),
+     "fa-map-marker"),
+    (WarehouseCoverageGridView, "Warehouse coverage grid", _l("Warehouse coverage grid"), "Inventory",
+     _l("Inventory"), "fa-table"),
     (ShopListingView, "Stock push", _l("Stock push"), "Inventory", _l("Inventory"), "fa-upload"),
     (CarrierView, "Carriers", _l("Carriers"), "Logistics", _l("Logistics"), "fa-truck"),
     (ShopView, "Shops", _l("Shops"), "Settings", _l("Settings"), "fa-shopping-bag"),
@@ -48,7 +53,7 @@ MENU = [
 HIDDEN_VIEWS = [OrderLineView, OrderHoldView, CustomerOrderView]
 APIS = [OrderApi, OrderLineApi, OrderHoldApi, OrderEventApi, CustomerApi, ProductApi, SkuApi,
         BundleComponentApi, WarehouseApi, StockApi, StockMovementApi, CarrierApi, ShopApi, PiiAccessLogApi,
-        SyncRunApi, ShopListingApi, JobApi]
+        SyncRunApi, ShopListingApi, JobApi, WarehouseCoverageApi]
 
 
 def register_views(appbuilder) -> None:

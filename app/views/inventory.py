@@ -17,8 +17,13 @@ class WarehouseView(OmsModelView):
     show_title = _l("Warehouse")
     add_title = _l("Add warehouse")
     edit_title = _l("Edit warehouse")
-    list_columns = ["code", "name", "province", "city", "priority", "active"]
-    show_columns = add_columns = edit_columns = ["code", "name", "province", "city", "address", "contact",
+    list_columns = ["code", "name", "province", "city", "priority", "coverage_label", "active"]
+    label_columns = {"coverage_label": _l("Coverage"), "priority": _l("Priority (1 = first)")}
+    description_columns = {"priority": _l("Among warehouses that cover the province and can ship the whole "
+                                          "order, the smallest number ships")}
+    show_columns = ["code", "name", "province", "city", "address", "contact", "phone", "priority",
+                    "coverage_label", "active"]
+    add_columns = edit_columns = ["code", "name", "province", "city", "address", "contact",
                                                  "phone", "priority", "active"]
     search_columns = ["code", "name", "province", "active"]
     base_order = ("priority", "asc")

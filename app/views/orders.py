@@ -49,9 +49,9 @@ class OrderLineView(OmsModelView):
     base_permissions = ["can_read"]
     list_title = show_title = _l("Order lines")
     list_columns = ["order", "merchant_code", "sku", "title", "spec", "quantity", "price",
-                    "paid_amount", "cost_price", "refund_status"]
+                    "paid_amount", "cost_price", "refund_status", "warehouse"]
     show_columns = ["order", "platform_line_id", "merchant_code", "sku", "title", "spec", "quantity",
-                    "price", "paid_amount", "cost_price", "refund_status"]
+                    "price", "paid_amount", "cost_price", "refund_status", "warehouse"]
     search_columns = ["merchant_code", "title", "refund_status"]
     base_order = ("id", "asc")
 
@@ -117,8 +117,8 @@ class OrderView(OmsModelView):
                                      "receiver_city", "receiver_district", "receiver_address",
                                      "receiver_zip"]}),
         (_l("Messages"), {"fields": ["buyer_message", "seller_memo"]}),
-        (_l("Logistics"), {"fields": ["warehouse", "carrier", "tracking_number", "writeback_status",
-                                      "writeback_error", "writeback_at"]}),
+        (_l("Logistics"), {"fields": ["warehouse", "warehouse_reason", "carrier", "tracking_number",
+                                      "writeback_status", "writeback_error", "writeback_at"]}),
         (_l("Times"), {"fields": ["platform_created_at", "paid_at", "audited_at", "shipped_at",
                                   "completed_at", "closed_at", "platform_modified_at", "updated_at"]}),
     ]
@@ -239,8 +239,8 @@ class OrderApi(OmsModelRestApi):
                     "buyer_nick", "receiver_name", "receiver_phone", "receiver_province", "receiver_city",
                     "receiver_district", "receiver_address", "goods_amount", "paid_amount", "cost_amount",
                     "post_fee", "flag", "seller_memo", "buyer_message", "paid_at", "carrier.name",
-                    "tracking_number", "warehouse.name", "is_returning_customer", "writeback_status",
-                    "writeback_error", "updated_at"]
+                    "tracking_number", "warehouse.name", "warehouse_reason", "is_returning_customer",
+                    "writeback_status", "writeback_error", "updated_at"]
     show_columns = list_columns + ["platform_status", "discount_amount", "receiver_zip", "close_reason",
                                    "platform_created_at", "audited_at", "shipped_at", "completed_at",
                                    "closed_at", "customer.id"]
@@ -258,14 +258,15 @@ class OrderApi(OmsModelRestApi):
     grid_columns = ["platform_order_id", "shop.name", "platform", "status", "is_held", "flag", "buyer_nick",
                     "receiver_name", "receiver_phone", "receiver_province", "receiver_city", "paid_amount",
                     "cost_amount", "paid_at", "carrier.name", "tracking_number", "warehouse.name",
-                    "seller_memo", "buyer_message", "is_returning_customer", "writeback_status",
-                    "platform_created_at", "updated_at"]
+                    "warehouse_reason", "seller_memo", "buyer_message", "is_returning_customer",
+                    "writeback_status", "platform_created_at", "updated_at"]
     grid_choices = {"status": ORDER_STATUSES, "platform": PLATFORMS, "flag": FLAGS,
                     "writeback_status": WRITEBACK_STATUSES}
     grid_default_sort = ("paid_at", "desc")
     grid_frozen = 2
     grid_tabs = "order_status"
-    grid_widths = {"platform_order_id": 170, "seller_memo": 180, "buyer_message": 160, "tracking_number": 150}
+    grid_widths = {"platform_order_id": 170, "warehouse_reason": 260, "seller_memo": 180, "buyer_message": 160,
+                   "tracking_number": 150}
     grid_quick_filters = [
         {"key": "shop_id", "label": _l("Shop"), "type": "multiselect", "options": "shops"},
         {"key": "platform", "label": _l("Platform"), "type": "select", "options": "platforms"},
@@ -451,7 +452,7 @@ class OrderLineApi(OmsModelRestApi):
     class_permission_name = "Order"
     base_permissions = ["can_read"]
     list_columns = ["id", "order.id", "platform_line_id", "merchant_code", "sku.id", "title", "spec",
-                    "quantity", "price", "paid_amount", "cost_price", "refund_status"]
+                    "quantity", "price", "paid_amount", "cost_price", "refund_status", "warehouse.id"]
     show_columns = list_columns
     search_columns = ["order", "merchant_code", "title", "refund_status"]
 

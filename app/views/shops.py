@@ -7,6 +7,7 @@ from wtforms import PasswordField, SelectField
 from wtforms.validators import Optional as OptionalV
 
 from app.models import PLATFORMS, Shop
+from app.models.shop import RESERVE_AT
 
 from app.services.display import format_plain
 
@@ -16,6 +17,10 @@ from .interface import OmsInterface
 
 def _platform(value):
     return str(PLATFORMS.get(value, value or ""))
+
+
+def _reserve_at(value):
+    return str(RESERVE_AT.get(value, value or ""))
 
 
 class ShopView(OmsModelView):
@@ -37,21 +42,28 @@ class ShopView(OmsModelView):
                     "sync_lag_seconds", "last_sync_success_at", "last_sync_error", "last_sync_error_at",
                     "sync_not_before", "stock_push_enabled", "stock_ratio", "stock_max", "stock_floor",
                     "last_stock_push_at", "stock_push_lag_seconds", "last_stock_push_error",
-                    "last_stock_push_error_at", "created_at"]
+                    "last_stock_push_error_at", "reserve_at", "allow_split", "created_at"]
     # Secrets are write-only: the form shows empty password fields; blank keeps the old value.
     add_columns = ["name", "platform", "platform_shop_id", "app_key", "new_app_secret", "new_access_token",
                    "gateway_url", "active", "sync_enabled", "sync_interval_seconds", "backfill_days",
-                   "stock_push_enabled", "stock_ratio", "stock_max", "stock_floor"]
+                   "stock_push_enabled", "stock_ratio", "stock_max", "stock_floor", "reserve_at", "allow_split"]
     edit_columns = add_columns
     search_columns = ["name", "platform", "active", "sync_enabled"]
+    description_columns = {
+        "reserve_at": _l("At audit: stock is reserved when the order is audited. At payment: when it is paid; "
+                         "the order waits in To audit with its stock reserved"),
+        "allow_split": _l("When no single warehouse covering the province can ship the whole order, ship its "
+                          "lines from several warehouses"),
+    }
     add_form_extra_fields = edit_form_extra_fields = {
         "platform": SelectField(_l("Platform"), choices=[(k, v) for k, v in PLATFORMS.items()]),
+        "reserve_at": SelectField(_l("Reserve stock at"), choices=[(k, v) for k, v in RESERVE_AT.items()]),
         "new_app_secret": PasswordField(_l("App secret"), validators=[OptionalV()],
                                         description=_l("Leave blank to keep the current value")),
         "new_access_token": PasswordField(_l("Access token"), validators=[OptionalV()],
                                           description=_l("Leave blank to keep the current value")),
     }
-    formatters_columns = {"platform": _platform, "sync_lag_seconds": format_plain,
+    formatters_columns = {"platform": _platform, "reserve_at": _reserve_at, "sync_lag_seconds": format_plain,
                           "stock_push_lag_seconds": format_plain}
     base_order = ("name", "asc")
 
@@ -98,11 +110,13 @@ class ShopApi(OmsModelRestApi):
                     "sync_interval_seconds", "backfill_days", "sync_checkpoint", "sync_lag_seconds",
                     "last_sync_success_at", "last_sync_error", "last_sync_error_at", "gateway_url",
                     "stock_push_enabled", "stock_ratio", "stock_max", "stock_floor", "last_stock_push_at",
-                    "stock_push_lag_seconds", "last_stock_push_error", "last_stock_push_error_at"]
+                    "stock_push_lag_seconds", "last_stock_push_error", "last_stock_push_error_at",
+                    "reserve_at", "allow_split"]
     show_columns = list_columns + ["app_key", "token_expires_at", "created_at"]
     add_columns = ["name", "platform", "platform_shop_id", "app_key", "gateway_url", "active", "sync_enabled",
                    "sync_interval_seconds", "backfill_days", "stock_push_enabled", "stock_ratio", "stock_max",
-                   "stock_floor"]
+                   "stock_floor", "reserve_at", "allow_split"]
+    grid_choices = {"reserve_at": RESERVE_AT}
     edit_columns = add_columns
     search_columns = ["name", "platform", "active"]
 

@@ -1,0 +1,447 @@
+"""选仓: which warehouse ships an order, and its reservation there (issue #5 item 4).
+
+Rules, in this order (:func:`reserve`):
+
+1. **Coverage.** Only active warehouses covering the receiver's province take part.
+   A warehouse's coverage is its :class:`WarehouseCoverage` rows: short province
+   names (浙江, 内蒙古, 广西 …) or 全国. A warehouse *without* rows covers 全国 too —
+   a new or upgraded warehouse keeps shipping until someone narrows it (the
+   warehouse page shows 全国（未设置）); to stop a warehouse shipping, deactivate it.
+   An order whose province is empty or unknown can only go to 全国 warehouses.
+2. **Whole order first.** A covering warehouse that has every line's stock (bundles
+   expanded into components) available beats one that has not.
+3. **Priority.** Then the highest priority (the smallest number: 优先级1 first), then
+   the warehouse id.
+4. **Split** (拆单发货) only if the shop allows it (``Shop.allow_split``) and no single
+   covering warehouse can ship the whole order: line by line, each line whole in
+   the first covering warehouse by priority that has it. ``OrderLine.warehouse_id``
+   records where each line is reserved; ``Order.warehouse_id`` is the warehouse of
+   the first line.
+5. Nothing covers, or nothing has the stock → nothing is reserved and the order gets
+   a 缺货 hold whose note names the province and the SKUs short.
+
+The reason is stored in ``Order.warehouse_reason`` ("杭州仓：覆盖浙江、库存齐全、
+优先级1"; "拆分发货：杭州仓（TS-01×2）、广州仓（HAT-01×1）"), and a "rule" edit of
+the warehouse goes into the order's trail with the reason as its note.
+
+**Override (人工指定).** A user may set the warehouse before audit (services/orders.py
+``update_fields``; refused after audit). The last change of the warehouse in the
+order's trail tells who chose it: an ``edit`` with source ``rule`` is ours, any
+other source is a person (or their import/batch). A person's choice is respected
+if that warehouse can ship the whole order, coverage or not; otherwise 审单 is
+refused with a zh message saying what is short (no hold: another warehouse may ship
+it), and at payment the order gets a 缺货 hold. The reason becomes "人工指定：…".
+
+**Atomicity.** The ranking reads available stock only to *order* the attempts; the
+reservation itself is :func:`app.services.stock.move` (a conditional UPDATE and a
+ledger row) per component inside a SAVEPOINT, so a warehouse that was emptied
+meanwhile by another process simply fails and the next one is tried; nothing is
+ever read and then written back.
+
+**When.** On 审单 (the default), or at payment when ``Shop.reserve_at == 'payment'``
+(services/order_status.py); then 审单 keeps the existing reservation, unless a person
+has since chosen another warehouse, in which case the reservation moves there (all or
+nothing) or 审单 is refused.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Optional
+
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import (
+    BundleComponent, Order, OrderEvent, OrderLine, Shop, Sku, Stock, Warehouse, WarehouseCoverage,
+)
+from app.models.types import utcnow
+
+from .errors import IllegalTransition, ValidationError
+
+ALL = "全国"
+PROVINCES = (
+    "北京", "天津", "河北", "山西", "内蒙古", "辽宁", "吉林", "黑龙江", "上海", "江苏", "浙江", "安徽", "福建",
+    "江西", "山东", "河南", "湖北", "湖南", "广东", "广西", "海南", "重庆", "四川", "贵州", "云南", "西藏",
+    "陕西", "甘肃", "青海", "宁夏", "新疆", "台湾", "香港", "澳门",
+)
+MANUAL_SOURCES_EXCLUDED = ("rule",)
+
+
+class WarehouseRefused(IllegalTransition):
+    """审单 refused: the warehouse a person chose cannot ship the whole order."""
+
+
+# --- provinces -----------------------------------------------------------------------
+def province_short(text: Optional[str]) -> Optional[str]:
+    """浙江省 / 浙江 / 广西壮族自治区 / 上海市 → 浙江 / 浙江 / 广西 / 上海; None if unknown."""
+    t = (text or "").strip().replace(" ", "")
+    if not t:
+        return None
+    for p in PROVINCES:
+        if t.startswith(p):
+            return p
+    return None
+
+
+def clean_province(value) -> str:
+    """A coverage province as stored: a short province name or 全国; zh error otherwise."""
+    t = (str(value) if value is not None else "").strip()
+    if t in (ALL, "全部", "全国各地"):
+        return ALL
+    short = province_short(t)
+    if short is None:
+        raise ValidationError(f"「覆盖省份」无法识别：{t or '（空）'}（填写省份名称，如 浙江、广东，或 全国）",
+                              "province")
+    return short
+
+
+def validate_coverage(item: WarehouseCoverage) -> None:
+    """Form/API hook: warehouse required, province normalised, no duplicate row."""
+    wh_id = item.warehouse_id if item.warehouse_id is not None else (item.warehouse.id if item.warehouse else None)
+    if wh_id is None:
+        raise ValidationError("「仓库」不能为空", "warehouse")
+    item.province = clean_province(item.province)
+    with db.session.no_autoflush:
+        dup = db.session.execute(
+            select(WarehouseCoverage.id).where(WarehouseCoverage.warehouse_id == wh_id,
+                                               WarehouseCoverage.province == item.province,
+                                               WarehouseCoverage.id != (item.id or 0))).first()
+    if dup is not None:
+        name = db.session.get(Warehouse, wh_id).name
+        raise ValidationError(f"{name} 已覆盖「{item.province}」", "province")
+
+
+def set_coverage(warehouse_id: int, provinces) -> list[str]:
+    """Replace a warehouse's coverage (the caller commits); returns the stored provinces."""
+    if db.session.get(Warehouse, warehouse_id) is None:
+        from .errors import NotFound
+
+        raise NotFound(f"仓库不存在：{warehouse_id}")
+    cleaned = []
+    for p in provinces:
+        c = clean_province(p)
+        if c not in cleaned:
+            cleaned.append(c)
+    db.session.execute(WarehouseCoverage.__table__.delete().where(WarehouseCoverage.warehouse_id == warehouse_id))
+    for c in cleaned:
+        db.session.add(WarehouseCoverage(warehouse_id=warehouse_id, province=c))
+    db.session.flush()
+    wh = db.session.get(Warehouse, warehouse_id)
+    db.session.expire(wh, ["coverage"])
+    return cleaned
+
+
+# --- candidates ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    id: int
+    name: str
+    priority: int
+    via: str  # "province" | "all" | "unset"
+
+    def covers_text(self, province: Optional[str]) -> str:
+        return f"覆盖{province}" if self.via == "province" else "覆盖全国"
+
+
+def covering(province: Optional[str]) -> list[Candidate]:
+    """Active warehouses covering this (short) province, by priority then id."""
+    whs = db.session.execute(select(Warehouse.id, Warehouse.name, Warehouse.priority)
+                             .where(Warehouse.active.is_(True))).all()
+    cover: dict[int, set[str]] = defaultdict(set)
+    for w, p in db.session.execute(select(WarehouseCoverage.warehouse_id, WarehouseCoverage.province)):
+        cover[w].add(p)
+    out = []
+    for w, name, prio in whs:
+        rows = cover.get(w)
+        if not rows:
+            via = "unset"
+        elif province is not None and province in rows:
+            via = "province"
+        elif ALL in rows:
+            via = "all"
+        else:
+            continue
+        out.append(Candidate(w, name, prio if prio is not None else 10, via))
+    return sorted(out, key=lambda c: (c.priority, c.id))
+
+
+def _available(wh_ids, sku_ids) -> dict[tuple[int, int], int]:
+    if not wh_ids or not sku_ids:
+        return {}
+    rows = db.session.execute(select(Stock.warehouse_id, Stock.sku_id, Stock.on_hand - Stock.reserved)
+                              .where(Stock.warehouse_id.in_(list(wh_ids)), Stock.sku_id.in_(list(sku_ids))))
+    return {(w, s): int(a) for w, s, a in rows}
+
+
+# --- needs -----------------------------------------------------------------------------
+def _expand_lines(order: Order) -> list[tuple[OrderLine, dict[int, int]]]:
+    """Each matched line with its stock needs (bundles → components × quantity)."""
+    lines = [ln for ln in order.lines if ln.sku_id is not None]
+    if not lines:
+        return []
+    sku_ids = {ln.sku_id for ln in lines}
+    bundles = {s for s, b in db.session.execute(select(Sku.id, Sku.is_bundle).where(Sku.id.in_(sku_ids))) if b}
+    comps: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    if bundles:
+        for b, c, q in db.session.execute(
+                select(BundleComponent.bundle_sku_id, BundleComponent.component_sku_id, BundleComponent.quantity)
+                .where(BundleComponent.bundle_sku_id.in_(bundles))):
+            comps[b].append((c, int(q)))
+    out = []
+    for ln in lines:
+        need: dict[int, int] = defaultdict(int)
+        if ln.sku_id in bundles:
+            if not comps.get(ln.sku_id):
+                code = db.session.get(Sku, ln.sku_id).merchant_code
+                raise ValidationError(f"组合装 {code} 没有组成商品", "sku")
+            for c, q in comps[ln.sku_id]:
+                need[c] += int(ln.quantity) * q
+        else:
+            need[ln.sku_id] += int(ln.quantity)
+        out.append((ln, dict(need)))
+    return out
+
+
+def _total(lines) -> dict[int, int]:
+    out: dict[int, int] = defaultdict(int)
+    for _ln, need in lines:
+        for s, q in need.items():
+            out[s] += q
+    return dict(out)
+
+
+def _codes(sku_ids) -> dict[int, str]:
+    ids = list(sku_ids)
+    if not ids:
+        return {}
+    return dict(db.session.execute(select(Sku.id, Sku.merchant_code).where(Sku.id.in_(ids))).all())
+
+
+def _line_label(ln: OrderLine) -> str:
+    code = ln.merchant_code or (ln.sku.merchant_code if ln.sku is not None else "") or ln.title
+    return f"{code}×{ln.quantity}"
+
+
+# --- who chose the warehouse ----------------------------------------------------------
+def manual_warehouse(order: Order) -> Optional[int]:
+    """The warehouse a person chose (the last change of the warehouse in the trail is not
+    the rule's), else None."""
+    if order.warehouse_id is None:
+        return None
+    if order.id is None:
+        return order.warehouse_id
+    last = db.session.execute(
+        select(OrderEvent.source).where(OrderEvent.order_id == order.id, OrderEvent.field == "warehouse_id")
+        .order_by(OrderEvent.id.desc()).limit(1)).scalar()
+    if last is None:  # set without a trail (before warehouse rules existed): the rule's
+        return None
+    return None if last in MANUAL_SOURCES_EXCLUDED else order.warehouse_id
+
+
+def _record(order: Order, warehouse_id: Optional[int], reason: str, lines_to: dict[int, int],
+            user_id: Optional[int]) -> None:
+    """Store the choice on the order and its lines; a change of the warehouse goes into the trail."""
+    reason = reason[:500]
+    if order.warehouse_id != warehouse_id:
+        db.session.add(OrderEvent(order=order, action="edit", field="warehouse_id", source="rule",
+                                  user_id=user_id, old_value=None if order.warehouse_id is None else str(order.warehouse_id),
+                                  new_value=None if warehouse_id is None else str(warehouse_id), note=reason,
+                                  created_at=utcnow()))
+        order.warehouse_id = warehouse_id
+    order.warehouse_reason = reason
+    for ln in order.lines:
+        ln.warehouse_id = lines_to.get(ln.id) if ln.sku_id is not None else None
+
+
+# --- reserving ---------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    ok: bool
+    reason: str = ""
+    note: str = ""  # the 缺货 note when not ok
+    refused: bool = False  # a person's warehouse cannot ship (审单 refused without a hold)
+    kept: bool = False  # an existing reservation was kept
+    warehouses: list[int] = field(default_factory=list)
+
+
+def _reserve_whole(order: Order, warehouse_id: int, needs: dict[int, int], user_id) -> bool:
+    from . import stock
+
+    try:
+        with db.session.begin_nested():
+            for sku_id in sorted(needs):
+                stock.move(warehouse_id, sku_id, "reserve", 0, needs[sku_id], order_id=order.id,
+                           source_ref=order.platform_order_id, user_id=user_id, mark=False)
+    except stock.InsufficientStock:
+        return False
+    return True
+
+
+def _shortage(needs: dict[int, int], cands: list[Candidate], avail=None) -> str:
+    """"TS-01 需要 5，可用 3（杭州仓 2、广州仓 1）" per SKU short anywhere in ``cands``."""
+    ids = [c.id for c in cands]
+    avail = _available(ids, needs) if avail is None else avail
+    codes = _codes(needs)
+    def best(s):
+        return max((avail.get((c.id, s), 0) for c in cands), default=0)
+
+    short = [s for s in needs if best(s) < needs[s]] or list(needs)  # or: enough, but not in one place
+    parts = []
+    for s in sorted(short, key=lambda s: codes.get(s, "")):
+        per = [(c.name, avail.get((c.id, s), 0)) for c in cands]
+        total = sum(max(a, 0) for _n, a in per)
+        detail = "、".join(f"{n} {max(a, 0)}" for n, a in per if a > 0)
+        parts.append(f"{codes.get(s, f'#{s}')} 需要 {needs[s]}，可用 {total}" + (f"（{detail}）" if detail and len(cands) > 1 else ""))
+    return "；".join(parts)
+
+
+def _province_label(order: Order, province: Optional[str]) -> str:
+    if province:
+        return province
+    raw = (order.receiver_province or "").strip()
+    return f"「{raw}」" if raw else "（收货省份为空）"
+
+
+def reserve(order: Order, *, user_id: Optional[int] = None, source: str = "rule", hold: bool = True,
+            strict_manual: bool = False) -> Outcome:
+    """Choose the warehouse(s) and reserve the order there, all or nothing; the caller commits.
+
+    Already reserved (per the ledger) → kept (or moved to a person's new choice). On
+    failure nothing is reserved and, with ``hold``, a 缺货 hold names the province and
+    the SKUs short. ``strict_manual``: a person's warehouse that cannot ship the whole
+    order refuses (``Outcome.refused``; no hold) instead of holding the order."""
+    from . import order_status, stock
+
+    db.session.flush()
+    lines = _expand_lines(order)
+    needs = _total(lines)
+    existing = stock.reserved_by_order(order.id) if order.id is not None else {}
+    manual = manual_warehouse(order)
+    if existing:
+        where = {w for (w, _s), r in existing.items() if r > 0}
+        if manual is None or where == {manual}:
+            return Outcome(True, order.warehouse_reason or "", kept=True, warehouses=sorted(where))
+    if not needs:
+        return Outcome(True, "")
+
+    if manual is not None:
+        return _reserve_manual(order, manual, lines, needs, existing, user_id=user_id, source=source, hold=hold,
+                               strict=strict_manual)
+
+    province = province_short(order.receiver_province)
+    cands = covering(province)
+    if not cands:
+        codes = _codes(needs)
+        note = (f"缺货：没有仓库覆盖{_province_label(order, province)}（"
+                + "、".join(f"{codes.get(s, s)}×{q}" for s, q in sorted(needs.items(), key=lambda i: codes.get(i[0], ""))) + "）")
+        return _fail(order, note, hold=hold, source=source, user_id=user_id)
+
+    avail = _available([c.id for c in cands], needs)
+
+    def whole(c: Candidate) -> bool:
+        return all(avail.get((c.id, s), 0) >= q for s, q in needs.items())
+
+    ranked = sorted(cands, key=lambda c: (not whole(c), c.priority, c.id))
+    for c in ranked:
+        if _reserve_whole(order, c.id, needs, user_id):
+            skipped = [x.name for x in cands if (x.priority, x.id) < (c.priority, c.id)]
+            reason = f"{c.name}：{c.covers_text(province)}、库存齐全、优先级{c.priority}"
+            if skipped:
+                reason += f"（{'、'.join(skipped)}库存不足）"
+            _record(order, c.id, reason, {ln.id: c.id for ln, _n in lines}, user_id)
+            stock._mark(needs)
+            return Outcome(True, reason, warehouses=[c.id])
+
+    shop = order.shop if order.shop is not None else db.session.get(Shop, order.shop_id)
+    if shop is not None and shop.allow_split and len(lines) > 1:
+        out = _reserve_split(order, lines, cands, province, user_id)
+        if out is not None:
+            stock._mark(needs)
+            return out
+
+    where = _province_label(order, province)
+    note = f"{where}缺货（覆盖仓库：{'、'.join(c.name for c in cands)}）：" + _shortage(needs, cands)
+    if shop is not None and not shop.allow_split and len(lines) > 1:
+        note += "；本店不允许拆单发货"
+    return _fail(order, note, hold=hold, source=source, user_id=user_id)
+
+
+def _reserve_split(order: Order, lines, cands: list[Candidate], province, user_id) -> Optional[Outcome]:
+    """Line by line, each line whole in the first covering warehouse (by priority) that has it;
+    all lines or none (one outer SAVEPOINT)."""
+    placed: dict[int, Candidate] = {}
+    try:
+        with db.session.begin_nested():
+            for ln, need in lines:
+                for c in cands:
+                    if _reserve_whole(order, c.id, need, user_id):
+                        placed[ln.id] = c
+                        break
+                else:
+                    raise _SplitFailed()
+    except _SplitFailed:
+        return None
+    used: list[Candidate] = []
+    for ln, _n in lines:
+        if placed[ln.id] not in used:
+            used.append(placed[ln.id])
+    if len(used) == 1:
+        c = used[0]
+        reason = f"{c.name}：{c.covers_text(province)}、库存齐全、优先级{c.priority}"
+    else:
+        parts = []
+        for c in used:
+            labels = "、".join(_line_label(ln) for ln, _n in lines if placed[ln.id] == c)
+            parts.append(f"{c.name}（{labels}）")
+        reason = "拆分发货：" + "、".join(parts)
+    first = placed[lines[0][0].id]
+    _record(order, first.id, reason, {ln.id: placed[ln.id].id for ln, _n in lines}, user_id)
+    return Outcome(True, reason, warehouses=[c.id for c in used])
+
+
+class _SplitFailed(Exception):
+    pass
+
+
+def _reserve_manual(order: Order, wh_id: int, lines, needs, existing, *, user_id, source, hold, strict) -> Outcome:
+    from . import stock
+
+    wh = db.session.get(Warehouse, wh_id)
+    province = province_short(order.receiver_province)
+    cand = next((c for c in covering(province) if c.id == wh_id), None)
+    covers = cand.covers_text(province) if cand is not None else f"不覆盖{_province_label(order, province)}"
+    ok = False
+    if wh is not None and wh.active:
+        try:
+            with db.session.begin_nested():
+                if existing:  # reserved elsewhere (at payment, by the rule): move it, all or nothing
+                    stock.release_order(order, user_id=user_id, note=f"人工改仓：改由{wh.name}发货")
+                if not _reserve_whole(order, wh_id, needs, user_id):
+                    raise _SplitFailed()
+            ok = True
+        except _SplitFailed:
+            ok = False
+    if ok:
+        reason = f"人工指定：{wh.name}，{covers}、库存齐全、优先级{wh.priority}"
+        _record(order, wh_id, reason, {ln.id: wh_id for ln, _n in lines}, user_id)
+        stock._mark(needs)
+        return Outcome(True, reason, warehouses=[wh_id])
+    name = wh.name if wh is not None else f"#{wh_id}"
+    if wh is not None and not wh.active:
+        why = f"人工指定的{name}已停用"
+    else:
+        why = f"人工指定的{name}库存不足，无法整单发货：" + _shortage(
+            needs, [Candidate(wh_id, name, wh.priority if wh else 10, "unset")])
+    if strict:
+        return Outcome(False, note=why + "。请改选其他仓库，或清空仓库由系统选仓", refused=True)
+    return _fail(order, why, hold=hold, source=source, user_id=user_id)
+
+
+def _fail(order: Order, note: str, *, hold: bool, source: str, user_id) -> Outcome:
+    from . import order_status, stock
+
+    note = note[:500]
+    if hold and order.status in order_status.HOLDABLE:
+        order_status.hold(order, stock.OUT_OF_STOCK, note=note, source=source, user_id=user_id)
+    return Outcome(False, note=note)
