@@ -152,6 +152,19 @@ class Config:
     OMS_ROUNDTRIP_MAX_BYTES = int(os.environ.get("OMS_ROUNDTRIP_MAX_BYTES", str(20 * 1024 * 1024)))
     OMS_ROUNDTRIP_TTL = int(os.environ.get("OMS_ROUNDTRIP_TTL", "3600") or 3600)
 
+    # --- parcel tracking (services/tracking.py, services/logistics_exceptions.py) ---
+    # Kuaidi100 account; without a customer the local sandbox's demo account is used.
+    OMS_KUAIDI100_CUSTOMER = os.environ.get("OMS_KUAIDI100_CUSTOMER", "")
+    OMS_KUAIDI100_KEY = os.environ.get("OMS_KUAIDI100_KEY", "")
+    OMS_KUAIDI100_URL = os.environ.get("OMS_KUAIDI100_URL", "")
+    # 物流异常 thresholds: no pickup within N hours of shipping; no new event for N hours.
+    OMS_TRACKING_NO_PICKUP_HOURS = float(os.environ.get("OMS_TRACKING_NO_PICKUP_HOURS", "24") or 24)
+    OMS_TRACKING_STALL_HOURS = float(os.environ.get("OMS_TRACKING_STALL_HOURS", "48") or 48)
+    # Polling stops this many days after shipping, whatever the state.
+    OMS_TRACKING_MAX_DAYS = float(os.environ.get("OMS_TRACKING_MAX_DAYS", "30") or 30)
+    # The public tracking page (order number + last 4 phone digits), per client IP.
+    OMS_PUBLIC_TRACKING_RATE_LIMIT = os.environ.get("OMS_PUBLIC_TRACKING_RATE_LIMIT", "10 per minute")
+
     # --- 库存预警 (services/stock_alerts.py) ---
     # 预警值 of SKUs without their own (empty: only SKUs with a threshold are watched).
     OMS_LOW_STOCK_DEFAULT = os.environ.get("OMS_LOW_STOCK_DEFAULT", "10")

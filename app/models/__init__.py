@@ -15,6 +15,7 @@ from .security import OmsUser, user_shop
 from .shop import Shop
 from .stock_alert import StockAlert, StockAlertRead
 from .sync import SYNC_STATUSES, SyncRun
+from .tracking import EXCEPTION_REASONS, TRACKING_STATES, LogisticsException, Parcel, ParcelEvent
 from .warehouse_coverage import WarehouseCoverage
 
 __all__ = [

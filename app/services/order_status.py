@@ -155,6 +155,10 @@ def apply(order: Order, action: str, *, source: str = "user", user_id: Optional[
         from .writeback import mark_pending
 
         mark_pending(order)
+    if action == "ship":  # track the parcel at Kuaidi100 (services/tracking.py; polled after commit)
+        from .tracking import start_tracking
+
+        start_tracking(order)
     return order
 
 

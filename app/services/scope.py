@@ -30,6 +30,7 @@ def _criteria(shop_ids: frozenset[int]):
         Customer, CustomerShop, Order, OrderCountDelta, OrderEvent, OrderHold, OrderLine, Shop, ShopListing,
         SyncRun,
     )
+    from app.models.tracking import LogisticsException, Parcel, ParcelEvent
 
     ids = sorted(shop_ids) or [-1]
 
@@ -50,6 +51,14 @@ def _criteria(shop_ids: frozenset[int]):
         with_loader_criteria(OrderCountDelta, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
         with_loader_criteria(Customer, lambda cls: cls.id.in_(
             select(CustomerShop.customer_id).where(CustomerShop.shop_id.in_(ids))), include_aliases=True),
+        # Parcel tracking and logistics exceptions (issue #6): through their order.
+        with_loader_criteria(Parcel, lambda cls: cls.order_id.in_(
+            select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
+        with_loader_criteria(ParcelEvent, lambda cls: cls.parcel_id.in_(
+            select(Parcel.id).join(Order, Order.id == Parcel.order_id).where(Order.shop_id.in_(ids))),
+            include_aliases=True),
+        with_loader_criteria(LogisticsException, lambda cls: cls.order_id.in_(
+            select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
     ]
 
 

@@ -35,6 +35,8 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Stock": [R],
         "Warehouse": [R],
         "Carrier": [R, W],
+        "Parcel": [R],  # 包裹跟踪
+        "LogisticsException": [R, W],  # 物流异常: assign and resolve
         "Shop": [R, W, "can_sync"],
         "SyncRun": [R],
         "ShopListing": [R, W],
@@ -48,6 +50,8 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Product": [R],
         "Stock": [R],
         "Carrier": [R],
+        "Parcel": [R],  # 包裹跟踪: "where is my parcel"
+        "LogisticsException": [R, W],  # 物流异常: assign and resolve
         "Jobs": [R],  # 我的任务: their own background jobs
         COLUMN_SCOPE_VIEW: [PERM_PII, PERM_REVEAL],
     },
@@ -59,6 +63,8 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Stock": [R],
         "Warehouse": [R, W],
         "Carrier": [R, W],
+        "Parcel": [R],  # 包裹跟踪
+        "LogisticsException": [R, W],  # 物流异常: assign and resolve
         "ShopListing": [R],
         "Jobs": [R],  # 我的任务: their own background jobs
         COLUMN_SCOPE_VIEW: [PERM_PII],

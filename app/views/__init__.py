@@ -20,6 +20,8 @@ from .orders import (
 from .shops import ShopApi, ShopView
 from . import stock_pages  # noqa: F401  (registers the stock ORM hooks)
 from .sync import SyncRunApi, SyncRunView
+from .tracking import LogisticsExceptionView, ParcelEventView, ParcelView
+from . import tracking as tracking_views
 from .warehouses import WarehouseCoverageApi, WarehouseCoverageGridView, WarehouseCoverageView
 
 # (view class, menu name, menu label, category, category label, icon)
@@ -44,13 +46,16 @@ MENU = [
      _l("Inventory"), "fa-table"),
     (ShopListingView, "Stock push", _l("Stock push"), "Inventory", _l("Inventory"), "fa-upload"),
     (CarrierView, "Carriers", _l("Carriers"), "Logistics", _l("Logistics"), "fa-truck"),
+    (ParcelView, "Parcel tracking", _l("Parcel tracking"), "Logistics", _l("Logistics"), "fa-map-signs"),
+    (LogisticsExceptionView, "Logistics exceptions", _l("Logistics exceptions"), "Logistics", _l("Logistics"),
+     "fa-exclamation-circle"),
     (ShopView, "Shops", _l("Shops"), "Settings", _l("Settings"), "fa-shopping-bag"),
     (ShopGridView, "Shop grid", _l("Shop grid"), "Settings", _l("Settings"), "fa-table"),
     (SyncRunView, "Sync runs", _l("Sync runs"), "Settings", _l("Settings"), "fa-exchange"),
     (JobsView, "Jobs", _l("Jobs"), "Settings", _l("Settings"), "fa-tasks"),
     (PiiAccessLogView, "PII access log", _l("PII access log"), "Settings", _l("Settings"), "fa-eye"),
 ]
-HIDDEN_VIEWS = [OrderLineView, OrderHoldView, CustomerOrderView]
+HIDDEN_VIEWS = [OrderLineView, OrderHoldView, CustomerOrderView, ParcelEventView]
 APIS = [OrderApi, OrderLineApi, OrderHoldApi, OrderEventApi, CustomerApi, ProductApi, SkuApi,
         BundleComponentApi, WarehouseApi, StockApi, StockMovementApi, CarrierApi, ShopApi, PiiAccessLogApi,
         SyncRunApi, ShopListingApi, JobApi, WarehouseCoverageApi]
@@ -67,3 +72,5 @@ def register_views(appbuilder) -> None:
         appbuilder.add_view_no_menu(view)
     for api in APIS:
         appbuilder.add_api(api)
+    # 物流跟踪: the public tracking page (no login, rate-limited) and the order page's timeline
+    tracking_views.register(appbuilder)
