@@ -441,9 +441,10 @@ def test_assign_and_resolve_an_exception_in_the_ui(app, ids, login, sandbox):
     cs = login("cs")
     form = cs.get(f"/logisticsexceptionview/edit/{exc_a}").get_data(as_text=True)
     assert "处理结果" in form and "处理人" in form
+    now_cn = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S")
     # A resolution time without a note is refused with a zh message, nothing saved.
     resp = cs.post(f"/logisticsexceptionview/edit/{exc_a}", data={"assignee": str(cs_id), "resolution": "",
-                                                                 "resolved_at": "2026-11-30 10:00:00"},
+                                                                 "resolved_at": now_cn},
                    follow_redirects=True)
     assert "请填写处理结果" in resp.get_data(as_text=True)
     with app.app_context():
@@ -455,7 +456,6 @@ def test_assign_and_resolve_an_exception_in_the_ui(app, ids, login, sandbox):
     with app.app_context():
         entry = db.session.get(LogisticsException, exc_a)
         assert entry.assignee_id == cs_id and entry.resolution == "已联系快递员" and entry.status == "open"
-    now_cn = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S")
     cs.post(f"/logisticsexceptionview/edit/{exc_a}", data={"assignee": str(cs_id), "resolution": "买家改约明天派送",
                                                           "resolved_at": now_cn})
     with app.app_context():

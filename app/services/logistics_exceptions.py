@@ -176,7 +176,7 @@ def update_entry(entry_id: int, changes: dict, *, user_id: Optional[int]) -> Log
                 raise ValidationError("处理时间必须带时区", "resolved_at")
             if when > utcnow() + dt.timedelta(minutes=5):
                 raise ValidationError("处理时间不能晚于现在", "resolved_at")
-            if when < entry.detected_at:
+            if when < entry.detected_at.replace(microsecond=0):  # the form has whole seconds
                 raise ValidationError("处理时间不能早于发现时间", "resolved_at")
         entry.resolved_at = when
     if entry.resolved_at is not None and not entry.resolution:
