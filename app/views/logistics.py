@@ -7,7 +7,7 @@ from flask import flash, g, redirect, request, url_for
 from flask_appbuilder import BaseView, expose
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import lazy_gettext as _l
-from wtforms import PasswordField
+from wtforms import BooleanField, PasswordField
 from wtforms.validators import Optional as OptionalV
 
 from app.extensions import db
@@ -65,6 +65,11 @@ class CarrierRuleView(OmsModelView):
         "max_amount": _l("Orders paying less than this"),
         "merchant_codes": _l("Orders with a line of one of these merchant codes"),
     }
+    # Non-null booleans: FAB would make them required, so an unticked box could not be saved.
+    add_form_extra_fields = edit_form_extra_fields = {
+        "is_default": BooleanField(_l("Default rule"), default=False),
+        "active": BooleanField(_l("Active"), default=True),
+    }
     search_columns = ["name", "carrier", "active", "is_default"]
     base_order = ("priority", "asc")
 
@@ -120,6 +125,7 @@ class EwaybillAccountView(OmsModelView):
     add_form_extra_fields = edit_form_extra_fields = {
         "new_secret": PasswordField(_l("Secret"), validators=[OptionalV()],
                                     description=_l("Leave blank to keep the current value")),
+        "active": BooleanField(_l("Active"), default=True),
     }
     search_columns = ["carrier", "app_key", "active"]
     base_order = ("id", "asc")
