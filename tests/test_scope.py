@@ -35,7 +35,8 @@ def test_every_oms_view_and_api_uses_the_scoped_bases(ctx):
             # write through the scoped APIs and services
             assert type(v).__name__ in ("JobsView", "JobApi", "OmsIndexView", "ImportView", "OrderWorkbenchView",
                                         "SkuGridView", "StockGridView", "CustomerGridView",
-                                        "ShopGridView"), type(v).__name__
+                                        "ShopGridView", "StockAlertView", "InboundView", "AdjustView",
+                                        "StocktakeView"), type(v).__name__
 
 
 def _foreign_ids(app, ids):

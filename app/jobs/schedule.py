@@ -7,6 +7,7 @@ from app.jobs.counters import compact_order_counts_job
 from app.jobs.customers import recompute_tiers
 from app.jobs.exports import cleanup_exports
 from app.jobs.queue import redis_conn
+from app.jobs.stock_alerts import evaluate_stock_alerts
 from app.jobs.stock_push import push_due_job
 from app.jobs.sync import dispatch_due_syncs
 from app.jobs.tracking import check_logistics_exceptions, dispatch_due_tracking
@@ -22,6 +23,9 @@ def build_scheduler() -> CronScheduler:
     scheduler.register(sweep_pending_writebacks, queue_name="default", interval=300, name="writeback-sweep",
                        result_ttl=3600)
     scheduler.register(push_due_job, queue_name="sync", interval=10, name="stock-push", result_ttl=600)
+    # 库存预警: changes are evaluated after each stock commit; this sweep catches up the rest.
+    scheduler.register(evaluate_stock_alerts, queue_name="default", interval=300, name="stock-alerts",
+                       result_ttl=600)
     # Fold the status-tab counter deltas (services/order_counts.py) into one row per group.
     scheduler.register(compact_order_counts_job, queue_name="default", interval=60, name="order-count-compact",
                        result_ttl=600)

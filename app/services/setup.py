@@ -62,6 +62,7 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Product": [R],
         "Stock": [R],
         "Warehouse": [R, W],
+        "StockDocument": [W],  # 入库, 调整, 盘点 (every page of them is a write)
         "Carrier": [R, W],
         "Parcel": [R],  # 包裹跟踪
         "LogisticsException": [R, W],  # 物流异常: assign and resolve

@@ -18,7 +18,7 @@ from .orders import (
     OrderView,
 )
 from .shops import ShopApi, ShopView
-from . import stock_pages  # noqa: F401  (registers the stock ORM hooks)
+from .stock_pages import AdjustView, InboundView, StockAlertView, StocktakeView  # also the stock ORM hooks
 from .sync import SyncRunApi, SyncRunView
 from .tracking import LogisticsExceptionView, ParcelEventView, ParcelView
 from . import tracking as tracking_views
@@ -45,6 +45,10 @@ MENU = [
     (WarehouseCoverageGridView, "Warehouse coverage grid", _l("Warehouse coverage grid"), "Inventory",
      _l("Inventory"), "fa-table"),
     (ShopListingView, "Stock push", _l("Stock push"), "Inventory", _l("Inventory"), "fa-upload"),
+    (StockAlertView, "Low-stock alerts", _l("Low-stock alerts"), "Inventory", _l("Inventory"), "fa-bell"),
+    (InboundView, "Inbound", _l("Inbound"), "Inventory", _l("Inventory"), "fa-sign-in"),
+    (AdjustView, "Stock adjustment", _l("Stock adjustment"), "Inventory", _l("Inventory"), "fa-sliders"),
+    (StocktakeView, "Stocktake", _l("Stocktake"), "Inventory", _l("Inventory"), "fa-check-square-o"),
     (CarrierView, "Carriers", _l("Carriers"), "Logistics", _l("Logistics"), "fa-truck"),
     (ParcelView, "Parcel tracking", _l("Parcel tracking"), "Logistics", _l("Logistics"), "fa-map-signs"),
     (LogisticsExceptionView, "Logistics exceptions", _l("Logistics exceptions"), "Logistics", _l("Logistics"),

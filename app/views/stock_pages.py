@@ -1,6 +1,199 @@
-"""库存 pages: 入库, 调整, 盘点 (stock documents) and 库存预警 with the navbar notification area."""
+"""库存 pages: 入库, 调整, 盘点 (stock documents, services/stock_documents.py) and 库存预警
+with the navbar notification area (services/stock_alerts.py). Thin: parse the form,
+call the service, render its result or its zh error."""
 from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from flask import flash, redirect, request, url_for
+from flask_appbuilder import BaseView, expose
+from flask_appbuilder.security.decorators import has_access
+from flask_login import current_user
+from sqlalchemy import select
 
 # The ORM hooks of these services (re-match on mapping changes, alert evaluation after
 # stock commits) must be registered in every process that builds the app.
-from app.services import sku_mapping, stock_alerts  # noqa: F401
+from app.services import sku_mapping, stock_alerts, stock_documents  # noqa: F401
+from app.services.errors import DomainError
+from app.services.imports import ImportFileError
+
+DOC_PERMISSION = "StockDocument"
+
+
+def _warehouses():
+    from app.extensions import db
+    from app.models import Warehouse
+
+    return db.session.scalars(select(Warehouse).where(Warehouse.active.is_(True))
+                              .order_by(Warehouse.priority, Warehouse.id)).all()
+
+
+def _upload_lines(kind: str):
+    """Lines from an uploaded file (our 入库/盘点 template), or None when no file was sent."""
+    up = request.files.get("file")
+    if up is None or not up.filename:
+        return None
+    suffix = Path(up.filename).suffix.lower()
+    if suffix not in (".xlsx", ".xls", ".csv"):
+        raise ImportFileError("只支持 .xlsx、.xls 和 .csv 文件")
+    fd, tmp = tempfile.mkstemp(suffix=suffix)
+    os.close(fd)
+    try:
+        up.save(tmp)
+        return stock_documents.lines_from_file(tmp, os.path.basename(up.filename), kind)
+    finally:
+        os.unlink(tmp)
+
+
+class _DocumentView(BaseView):
+    class_permission_name = DOC_PERMISSION
+    default_view = "form"
+    kind = ""
+    template = ""
+
+    def _render(self, **kw):
+        form = {k: request.form.get(k, "") for k in ("warehouse", "source_ref", "note", "lines")}
+        return self.render_template(self.template, warehouses=_warehouses(), form=form, **kw)
+
+
+class InboundView(_DocumentView):
+    """入库: warehouse, SKUs by merchant code with quantities, source document, note."""
+
+    route_base = "/stock/inbound"
+    method_permission_name = {"form": "write"}
+    kind = "inbound"
+    template = "stock/inbound.html"
+
+    @expose("/", methods=["GET", "POST"])
+    @has_access
+    def form(self):
+        if request.method == "GET":
+            return self._render()
+        try:
+            lines = _upload_lines("inbound")
+            if lines is None:
+                lines = stock_documents.parse_text(request.form.get("lines", ""))
+            result = stock_documents.inbound(request.form.get("warehouse"), lines,
+                                             source_ref=request.form.get("source_ref"),
+                                             note=request.form.get("note"), user_id=current_user.id)
+        except (DomainError, ImportFileError) as exc:
+            flash(exc.message, "danger")
+            return self._render(), 422
+        flash(result.summary, "success")
+        return redirect(url_for("InboundView.form"))
+
+
+class AdjustView(_DocumentView):
+    """调整: ± quantity per SKU with a reason."""
+
+    route_base = "/stock/adjust"
+    method_permission_name = {"form": "write"}
+    kind = "adjust"
+    template = "stock/adjust.html"
+
+    @expose("/", methods=["GET", "POST"])
+    @has_access
+    def form(self):
+        if request.method == "GET":
+            return self._render()
+        try:
+            lines = stock_documents.parse_text(request.form.get("lines", ""), with_reason=True)
+            result = stock_documents.adjust(request.form.get("warehouse"), lines,
+                                            source_ref=request.form.get("source_ref"), user_id=current_user.id)
+        except DomainError as exc:
+            flash(exc.message, "danger")
+            return self._render(), 422
+        flash(result.summary, "success")
+        return redirect(url_for("AdjustView.form"))
+
+
+class StocktakeView(_DocumentView):
+    """盘点: counts for one warehouse (typed or uploaded) → diff preview → apply."""
+
+    route_base = "/stock/stocktake"
+    method_permission_name = {"form": "write", "apply": "write"}
+    kind = "stocktake"
+    template = "stock/stocktake.html"
+
+    @expose("/", methods=["GET", "POST"])
+    @has_access
+    def form(self):
+        if request.method == "GET":
+            return self._render()
+        try:
+            lines = _upload_lines("stocktake")
+            if lines is None:
+                lines = stock_documents.parse_text(request.form.get("lines", ""))
+            wh, rows = stock_documents.stocktake_preview(request.form.get("warehouse"), lines)
+        except (DomainError, ImportFileError) as exc:
+            flash(exc.message, "danger")
+            return self._render(), 422
+        payload = json.dumps([[ln.row, ln.merchant_code, ln.quantity] for ln in lines], ensure_ascii=False)
+        expected = json.dumps({r.merchant_code: r.book for r in rows}, ensure_ascii=False)
+        return self.render_template("stock/stocktake_preview.html", warehouse=wh, rows=rows, payload=payload,
+                                    expected=expected, source_ref=request.form.get("source_ref", ""),
+                                    note=request.form.get("note", ""),
+                                    changed=sum(1 for r in rows if r.delta))
+
+    @expose("/apply", methods=["POST"])
+    @has_access
+    def apply(self):
+        try:
+            try:
+                raw = json.loads(request.form.get("payload") or "[]")
+                expected = json.loads(request.form.get("expected") or "{}")
+                lines = [stock_documents.Line(int(r), c, q) for r, c, q in raw]
+            except (ValueError, TypeError):
+                raise stock_documents.DocumentInvalid(["盘点数据无效，请重新预览"], "payload") from None
+            result = stock_documents.stocktake_apply(request.form.get("warehouse"), lines, expected_book=expected,
+                                                     source_ref=request.form.get("source_ref"),
+                                                     note=request.form.get("note"), user_id=current_user.id)
+        except DomainError as exc:
+            flash(exc.message, "danger")
+            return redirect(url_for("StocktakeView.form"))
+        flash(result.summary, "success")
+        return redirect(url_for("StocktakeView.form"))
+
+
+class StockAlertView(BaseView):
+    """库存预警: the low-stock list, the alert history, and marking alerts read."""
+
+    route_base = "/stock/alerts"
+    class_permission_name = "Stock"
+    method_permission_name = {"index": "read", "mark_read": "read"}
+    default_view = "index"
+
+    @expose("/")
+    @has_access
+    def index(self):
+        return self.render_template("stock/alerts.html", rows=stock_alerts.low_stock(),
+                                    formula=stock_alerts.formula_text(), history=stock_alerts.recent_alerts(50))
+
+    @expose("/read", methods=["POST"])
+    @has_access
+    def mark_read(self):
+        ids = request.form.getlist("alert_id", type=int)
+        stock_alerts.mark_read(current_user.id, ids or None)
+        target = request.form.get("next") or ""
+        if not target.startswith("/") or target.startswith("//"):
+            target = url_for("StockAlertView.index")
+        return redirect(target)
+
+    def create_blueprint(self, appbuilder, *args, **kwargs):
+        blueprint = super().create_blueprint(appbuilder, *args, **kwargs)
+        sm = appbuilder.sm
+
+        def notices():
+            """(unread count, newest unread alerts) for the navbar, or None: not logged in
+            or not allowed to read stock."""
+            if not getattr(current_user, "is_authenticated", False):
+                return None
+            if not sm.has_access("can_read", "Stock"):
+                return None
+            return stock_alerts.unread(current_user.id, limit=8)
+
+        blueprint.app_context_processor(lambda: {"oms_stock_notices": notices})
+        return blueprint
