@@ -390,14 +390,24 @@ def test_shop_form_sets_split_and_reservation_timing(app, login, ids):
     assert "付款时" in page and "拆单" in page
     with app.app_context():
         shop = db.session.get(Shop, sid)
+        # (stock_push_enabled ticked: FAB refuses an unticked NOT NULL boolean it renders itself)
         data = {"name": shop.name, "platform": shop.platform, "active": "y", "sync_enabled": "y",
-                "sync_interval_seconds": 60, "backfill_days": 3, "stock_ratio": "1.00", "stock_floor": 0,
-                "reserve_at": "payment", "allow_split": "y"}
-    resp = client.post(f"/shopview/edit/{sid}", data=data, follow_redirects=True)
-    assert resp.status_code == 200
+                "stock_push_enabled": "y", "sync_interval_seconds": 60, "backfill_days": 3,
+                "stock_ratio": "1.00", "stock_floor": 0, "reserve_at": "payment", "allow_split": "y"}
+    client.post(f"/shopview/edit/{sid}", data=data)
     with app.app_context():
         shop = db.session.get(Shop, sid)
         assert shop.reserve_at == "payment" and shop.allow_split is True
+    data.pop("allow_split")  # unticked: allowed (not "required")
+    data["reserve_at"] = "later"
+    client.post(f"/shopview/edit/{sid}", data=data)
+    with app.app_context():
+        assert db.session.get(Shop, sid).reserve_at == "payment"  # an unknown choice is refused
+    data["reserve_at"] = "audit"
+    client.post(f"/shopview/edit/{sid}", data=data)
+    with app.app_context():
+        shop = db.session.get(Shop, sid)
+        assert shop.reserve_at == "audit" and shop.allow_split is False
 
 
 # --- the race on PostgreSQL, through the choice path ------------------------------------------

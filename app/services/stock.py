@@ -41,7 +41,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, String, func, select, update
 
 from app.extensions import db
 from app.models import BundleComponent, Order, OrderHold, Sku, Stock, StockMovement, Warehouse
@@ -247,6 +247,63 @@ def reserve_order(order: Order, *, user_id: Optional[int] = None, hold: bool = T
     from . import warehouse_choice
 
     return warehouse_choice.reserve(order, user_id=user_id, source=source, hold=hold).ok
+
+
+def reserve_rows(warehouse_id: int, needs: dict[int, int], *, order_id: Optional[int],
+                 source_ref: Optional[str] = None, user_id: Optional[int] = None) -> bool:
+    """Reserve ``needs`` ({stock SKU id: quantity}, no bundles) in one warehouse for an order,
+    all or nothing; the caller commits and marks (:func:`_mark`). False: nothing reserved.
+
+    The reservation path of :func:`move`, for ids the caller read from the database (the
+    choice rules): the same conditional UPDATE and ``reserve`` ledger row, in one statement
+    on PostgreSQL (``WITH u AS (UPDATE … RETURNING) INSERT … SELECT FROM u``: the ledger
+    row exists exactly when the UPDATE matched), with no extra look-ups. Rows are taken in
+    SKU order; a SAVEPOINT only when there is more than one SKU. Elsewhere: :func:`move`."""
+    for sku_id, qty in needs.items():
+        if isinstance(qty, bool) or not isinstance(qty, int) or qty <= 0:
+            raise ValidationError(f"占用数量必须是正整数：{qty!r}", "quantity")
+    conn = db.session.connection()
+    if conn.dialect.name != "postgresql":
+        try:
+            with db.session.begin_nested():
+                for sku_id in sorted(needs):
+                    move(warehouse_id, sku_id, "reserve", 0, needs[sku_id], order_id=order_id,
+                         source_ref=source_ref, user_id=user_id, mark=False)
+        except InsufficientStock:
+            return False
+        return True
+    from sqlalchemy import insert, literal
+
+    from app.models.types import UTCDateTime
+
+    st, mv = Stock.__table__, StockMovement.__table__
+    now = utcnow()
+
+    def one(sku_id: int, qty: int) -> bool:
+        u = (update(st).where(st.c.warehouse_id == warehouse_id, st.c.sku_id == sku_id,
+                              st.c.reserved + qty <= st.c.on_hand)
+             .values(reserved=st.c.reserved + qty, updated_at=now)
+             .returning(st.c.warehouse_id, st.c.sku_id).cte("u"))
+        rows = select(u.c.warehouse_id, u.c.sku_id, literal("reserve"), literal(0), literal(qty),
+                      literal(order_id, Integer), literal(source_ref, String), literal(user_id, Integer),
+                      literal(now, UTCDateTime()))
+        stmt = insert(mv).from_select(["warehouse_id", "sku_id", "movement_type", "on_hand_delta",
+                                       "reserved_delta", "order_id", "source_ref", "user_id", "created_at"],
+                                      rows).returning(mv.c.id)
+        return len(conn.execute(stmt).all()) == 1
+
+    if len(needs) == 1:
+        (sku_id, qty), = needs.items()
+        ok = one(sku_id, qty)
+    else:
+        nested = db.session.begin_nested()
+        ok = all(one(s, needs[s]) for s in sorted(needs))
+        nested.commit() if ok else nested.rollback()
+    if ok:
+        for obj in list(db.session.identity_map.values()):
+            if isinstance(obj, Stock) and obj.warehouse_id == warehouse_id and obj.sku_id in needs:
+                db.session.expire(obj)
+    return ok
 
 
 def shortage_note(order: Order, needs: Optional[dict[int, int]] = None) -> str:

@@ -146,13 +146,17 @@ class Candidate:
 
 def covering(province: Optional[str]) -> list[Candidate]:
     """Active warehouses covering this (short) province, by priority then id."""
-    whs = db.session.execute(select(Warehouse.id, Warehouse.name, Warehouse.priority)
-                             .where(Warehouse.active.is_(True))).all()
+    whs: dict[int, tuple[str, int]] = {}
     cover: dict[int, set[str]] = defaultdict(set)
-    for w, p in db.session.execute(select(WarehouseCoverage.warehouse_id, WarehouseCoverage.province)):
-        cover[w].add(p)
+    for w, name, prio, p in db.session.execute(
+            select(Warehouse.id, Warehouse.name, Warehouse.priority, WarehouseCoverage.province)
+            .outerjoin(WarehouseCoverage, WarehouseCoverage.warehouse_id == Warehouse.id)
+            .where(Warehouse.active.is_(True))):
+        whs[w] = (name, prio)
+        if p is not None:
+            cover[w].add(p)
     out = []
-    for w, name, prio in whs:
+    for w, (name, prio) in whs.items():
         rows = cover.get(w)
         if not rows:
             via = "unset"
@@ -181,13 +185,15 @@ def _expand_lines(order: Order) -> list[tuple[OrderLine, dict[int, int]]]:
     if not lines:
         return []
     sku_ids = {ln.sku_id for ln in lines}
-    bundles = {s for s, b in db.session.execute(select(Sku.id, Sku.is_bundle).where(Sku.id.in_(sku_ids))) if b}
+    bundles: set[int] = set()
     comps: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    if bundles:
-        for b, c, q in db.session.execute(
-                select(BundleComponent.bundle_sku_id, BundleComponent.component_sku_id, BundleComponent.quantity)
-                .where(BundleComponent.bundle_sku_id.in_(bundles))):
-            comps[b].append((c, int(q)))
+    for s, is_bundle, c, q in db.session.execute(
+            select(Sku.id, Sku.is_bundle, BundleComponent.component_sku_id, BundleComponent.quantity)
+            .outerjoin(BundleComponent, BundleComponent.bundle_sku_id == Sku.id).where(Sku.id.in_(sku_ids))):
+        if is_bundle:
+            bundles.add(s)
+            if c is not None:
+                comps[s].append((c, int(q)))
     out = []
     for ln in lines:
         need: dict[int, int] = defaultdict(int)
@@ -268,14 +274,8 @@ class Outcome:
 def _reserve_whole(order: Order, warehouse_id: int, needs: dict[int, int], user_id) -> bool:
     from . import stock
 
-    try:
-        with db.session.begin_nested():
-            for sku_id in sorted(needs):
-                stock.move(warehouse_id, sku_id, "reserve", 0, needs[sku_id], order_id=order.id,
-                           source_ref=order.platform_order_id, user_id=user_id, mark=False)
-    except stock.InsufficientStock:
-        return False
-    return True
+    return stock.reserve_rows(warehouse_id, needs, order_id=order.id, source_ref=order.platform_order_id,
+                              user_id=user_id)
 
 
 def _shortage(needs: dict[int, int], cands: list[Candidate], avail=None) -> str:
@@ -316,7 +316,8 @@ def reserve(order: Order, *, user_id: Optional[int] = None, source: str = "rule"
     db.session.flush()
     lines = _expand_lines(order)
     needs = _total(lines)
-    existing = stock.reserved_by_order(order.id) if order.id is not None else {}
+    # Every reservation sets the order's warehouse: without one, nothing can be reserved yet.
+    existing = stock.reserved_by_order(order.id) if (order.id is not None and order.warehouse_id) else {}
     manual = manual_warehouse(order)
     if existing:
         where = {w for (w, _s), r in existing.items() if r > 0}
@@ -337,12 +338,13 @@ def reserve(order: Order, *, user_id: Optional[int] = None, source: str = "rule"
                 + "、".join(f"{codes.get(s, s)}×{q}" for s, q in sorted(needs.items(), key=lambda i: codes.get(i[0], ""))) + "）")
         return _fail(order, note, hold=hold, source=source, user_id=user_id)
 
-    avail = _available([c.id for c in cands], needs)
+    # Availability only ranks the attempts (whole order first); one candidate needs no ranking.
+    avail = _available([c.id for c in cands], needs) if len(cands) > 1 else {}
 
     def whole(c: Candidate) -> bool:
         return all(avail.get((c.id, s), 0) >= q for s, q in needs.items())
 
-    ranked = sorted(cands, key=lambda c: (not whole(c), c.priority, c.id))
+    ranked = sorted(cands, key=lambda c: (not whole(c), c.priority, c.id)) if len(cands) > 1 else cands
     for c in ranked:
         if _reserve_whole(order, c.id, needs, user_id):
             skipped = [x.name for x in cands if (x.priority, x.id) < (c.priority, c.id)]

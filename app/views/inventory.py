@@ -18,7 +18,7 @@ class WarehouseView(OmsModelView):
     add_title = _l("Add warehouse")
     edit_title = _l("Edit warehouse")
     list_columns = ["code", "name", "province", "city", "priority", "coverage_label", "active"]
-    label_columns = {"coverage_label": _l("Coverage"), "priority": _l("Priority (1 = first)")}
+    label_columns = {"coverage_label": _l("Coverage"), "priority": _l("Priority (1 is first)")}
     description_columns = {"priority": _l("Among warehouses that cover the province and can ship the whole "
                                           "order, the smallest number ships")}
     show_columns = ["code", "name", "province", "city", "address", "contact", "phone", "priority",

@@ -3,7 +3,7 @@ from __future__ import annotations
 from flask import flash, g, redirect
 from flask_appbuilder.actions import action
 from flask_babel import lazy_gettext as _l
-from wtforms import PasswordField, SelectField
+from wtforms import BooleanField, PasswordField, SelectField
 from wtforms.validators import Optional as OptionalV
 
 from app.models import PLATFORMS, Shop
@@ -58,6 +58,8 @@ class ShopView(OmsModelView):
     add_form_extra_fields = edit_form_extra_fields = {
         "platform": SelectField(_l("Platform"), choices=[(k, v) for k, v in PLATFORMS.items()]),
         "reserve_at": SelectField(_l("Reserve stock at"), choices=[(k, v) for k, v in RESERVE_AT.items()]),
+        # FAB makes a NOT NULL boolean "required", so an unticked box would be refused.
+        "allow_split": BooleanField(_l("Allow split shipment")),
         "new_app_secret": PasswordField(_l("App secret"), validators=[OptionalV()],
                                         description=_l("Leave blank to keep the current value")),
         "new_access_token": PasswordField(_l("Access token"), validators=[OptionalV()],
