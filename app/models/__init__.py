@@ -4,7 +4,9 @@ from .counters import OrderCountDelta
 from .customer import Customer, CustomerShop
 from .inventory import MOVEMENT_TYPES, Stock, StockMovement, Warehouse
 from .listing import ShopListing
-from .logistics import Carrier
+from .logistics import (
+    PRINT_DOCUMENTS, WAYBILL_STATUSES, Carrier, CarrierRule, EwaybillAccount, PrintRecord, PrintTemplate, Waybill,
+)
 from .order import (
     EVENT_SOURCES, FLAGS, HOLD_REASONS, ORDER_STATUSES, Order, OrderEvent, OrderHold, OrderLine,
     PiiAccessLog, WRITEBACK_STATUSES,
@@ -24,4 +26,7 @@ __all__ = [
     "OrderLine", "OrderHold", "OrderEvent", "PiiAccessLog", "ORDER_STATUSES", "HOLD_REASONS",
     "EVENT_SOURCES", "FLAGS", "OmsUser", "user_shop", "SyncRun", "SYNC_STATUSES",
     "ShopListing", "OrderCountDelta", "SavedView", "StockAlert", "StockAlertRead", "WarehouseCoverage",
+    "CarrierRule", "EwaybillAccount", "Waybill", "PrintTemplate", "PrintRecord", "PRINT_DOCUMENTS",
+    "WAYBILL_STATUSES",
+    "Parcel", "ParcelEvent", "LogisticsException", "TRACKING_STATES", "EXCEPTION_REASONS",
 ]

@@ -124,6 +124,10 @@ class Order(Model):
     warehouse_reason = Column(String(500), info=col_info(_l("Warehouse choice")))
     carrier_id = Column(Integer, ForeignKey("oms_carrier.id"))
     carrier = relationship("Carrier", info=col_info(_l("Carrier")))
+    # The 快递规则 that chose the carrier (services/carrier_rules.py); NULL when chosen by hand.
+    carrier_rule_id = Column(Integer, ForeignKey("oms_carrier_rule.id", ondelete="SET NULL",
+                                                 name="fk_order_carrier_rule"))
+    carrier_rule = relationship("CarrierRule", info=col_info(_l("Carrier rule")))
     tracking_number = Column(String(64), index=True, info=col_info(_l("Tracking number")))
     # 发货回传: pending → done, or failed with a zh reason (and retried).
     writeback_status = Column(String(16), info=col_info(_l("Write-back")))

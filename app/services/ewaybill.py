@@ -71,7 +71,7 @@ def validate_account(account: EwaybillAccount) -> None:
                               "OMS_ALLOWED_GATEWAY_HOSTS）", "endpoint")
     account.app_key = (account.app_key or "").strip()
     if not account.app_key:
-        raise ValidationError("「账号 key」不能为空", "app_key")
+        raise ValidationError("「账号密钥编号」不能为空", "app_key")
     if not (account.secret or "").strip():
         raise ValidationError("「密钥」不能为空", "secret")
 

@@ -151,6 +151,10 @@ def apply(order: Order, action: str, *, source: str = "user", user_id: Optional[
     from .orders import update_customer_spend
 
     update_customer_spend(order, old, t.target)
+    if action == "audit":  # 快递规则 choose the carrier (services/carrier_rules.py)
+        from .carrier_rules import on_audit
+
+        on_audit(order, source=source, user_id=user_id)
     if action == "ship" and source not in ("sync", "import"):  # shipped here: tell the platform (发货回传)
         from .writeback import mark_pending
 

@@ -34,6 +34,7 @@ VIEWS = {
     "StockDocument": "库存单据（入库、调整、盘点）",
     "Parcel": "包裹跟踪", "Parcel tracking": "包裹跟踪", "LogisticsException": "物流异常",
     "Logistics exceptions": "物流异常",
+    "CarrierRule": "快递规则", "EwaybillAccount": "电子面单账号", "PrintTemplate": "打印模板",
 }
 
 

@@ -31,6 +31,7 @@ def _criteria(shop_ids: frozenset[int]):
         SyncRun,
     )
     from app.models.tracking import LogisticsException, Parcel, ParcelEvent
+    from app.models import PrintRecord, Waybill
 
     ids = sorted(shop_ids) or [-1]
 
@@ -58,6 +59,11 @@ def _criteria(shop_ids: frozenset[int]):
             select(Parcel.id).join(Order, Order.id == Parcel.order_id).where(Order.shop_id.in_(ids))),
             include_aliases=True),
         with_loader_criteria(LogisticsException, lambda cls: cls.order_id.in_(
+            select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
+        # 打印记录 and 电子面单 numbers (issue #6): through their order.
+        with_loader_criteria(PrintRecord, lambda cls: cls.order_id.in_(
+            select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
+        with_loader_criteria(Waybill, lambda cls: cls.order_id.in_(
             select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
     ]
 

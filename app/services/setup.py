@@ -35,6 +35,7 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Stock": [R],
         "Warehouse": [R],
         "Carrier": [R, W],
+        "CarrierRule": [R, W, D],  # 快递规则
         "Parcel": [R],  # 包裹跟踪
         "LogisticsException": [R, W],  # 物流异常: assign and resolve
         "Shop": [R, W, "can_sync"],
@@ -64,6 +65,7 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Warehouse": [R, W],
         "StockDocument": [W],  # 入库, 调整, 盘点 (every page of them is a write)
         "Carrier": [R, W],
+        "CarrierRule": [R],  # 快递规则
         "Parcel": [R],  # 包裹跟踪
         "LogisticsException": [R, W],  # 物流异常: assign and resolve
         "ShopListing": [R],

@@ -12,7 +12,10 @@ from .imports import ImportView
 from .inventory import StockApi, StockMovementApi, StockMovementView, StockView, WarehouseApi, WarehouseView
 from .jobs import JobApi, JobsView
 from .listings import ShopListingApi, ShopListingView
-from .logistics import CarrierApi, CarrierView
+from .logistics import (
+    CarrierApi, CarrierRuleView, CarrierView, EwaybillAccountView, PrintRecordView, ScanShipView, WaybillView,
+)
+from .printing import PrintDownloadView, PrintTemplateView
 from .orders import (
     OrderApi, OrderEventApi, OrderEventView, OrderHoldApi, OrderHoldView, OrderLineApi, OrderLineView,
     OrderView,
@@ -50,6 +53,13 @@ MENU = [
     (AdjustView, "Stock adjustment", _l("Stock adjustment"), "Inventory", _l("Inventory"), "fa-sliders"),
     (StocktakeView, "Stocktake", _l("Stocktake"), "Inventory", _l("Inventory"), "fa-check-square-o"),
     (CarrierView, "Carriers", _l("Carriers"), "Logistics", _l("Logistics"), "fa-truck"),
+    (ScanShipView, "Scan to ship", _l("Scan to ship"), "Logistics", _l("Logistics"), "fa-barcode"),
+    (CarrierRuleView, "Carrier rules", _l("Carrier rules"), "Logistics", _l("Logistics"), "fa-random"),
+    (EwaybillAccountView, "E-waybill accounts", _l("E-waybill accounts"), "Logistics", _l("Logistics"), "fa-key"),
+    (WaybillView, "Issued tracking numbers", _l("Issued tracking numbers"), "Logistics", _l("Logistics"),
+     "fa-list-ol"),
+    (PrintTemplateView, "Print templates", _l("Print templates"), "Logistics", _l("Logistics"), "fa-print"),
+    (PrintRecordView, "Print log", _l("Print log"), "Logistics", _l("Logistics"), "fa-history"),
     (ParcelView, "Parcel tracking", _l("Parcel tracking"), "Logistics", _l("Logistics"), "fa-map-signs"),
     (LogisticsExceptionView, "Logistics exceptions", _l("Logistics exceptions"), "Logistics", _l("Logistics"),
      "fa-exclamation-circle"),
@@ -59,7 +69,7 @@ MENU = [
     (JobsView, "Jobs", _l("Jobs"), "Settings", _l("Settings"), "fa-tasks"),
     (PiiAccessLogView, "PII access log", _l("PII access log"), "Settings", _l("Settings"), "fa-eye"),
 ]
-HIDDEN_VIEWS = [OrderLineView, OrderHoldView, CustomerOrderView, ParcelEventView]
+HIDDEN_VIEWS = [OrderLineView, OrderHoldView, CustomerOrderView, ParcelEventView, PrintDownloadView]
 APIS = [OrderApi, OrderLineApi, OrderHoldApi, OrderEventApi, CustomerApi, ProductApi, SkuApi,
         BundleComponentApi, WarehouseApi, StockApi, StockMovementApi, CarrierApi, ShopApi, PiiAccessLogApi,
         SyncRunApi, ShopListingApi, JobApi, WarehouseCoverageApi]

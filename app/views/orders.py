@@ -117,8 +117,9 @@ class OrderView(OmsModelView):
                                      "receiver_city", "receiver_district", "receiver_address",
                                      "receiver_zip"]}),
         (_l("Messages"), {"fields": ["buyer_message", "seller_memo"]}),
-        (_l("Logistics"), {"fields": ["warehouse", "warehouse_reason", "carrier", "tracking_number",
-                                      "writeback_status", "writeback_error", "writeback_at"]}),
+        (_l("Logistics"), {"fields": ["warehouse", "warehouse_reason", "carrier", "carrier_rule", "tracking_number",
+                                      "writeback_status",
+                                      "writeback_error", "writeback_at"]}),
         (_l("Times"), {"fields": ["platform_created_at", "paid_at", "audited_at", "shipped_at",
                                   "completed_at", "closed_at", "platform_modified_at", "updated_at"]}),
     ]
@@ -298,6 +299,11 @@ class OrderApi(OmsModelRestApi):
          "params": [{"key": "warehouse_id", "label": _l("Warehouse"), "type": "select",
                      "options": "warehouses", "required": True}]},
         {"code": "ship", "label": _l("Ship"), "permission": "can_write"},
+        {"code": "carrier_rules", "label": _l("Choose carrier by rules"), "permission": "can_write"},
+        {"code": "waybill", "label": _l("Get tracking numbers"), "permission": "can_write"},
+        {"code": "cancel_waybill", "label": _l("Cancel tracking numbers"), "permission": "can_write"},
+        {"code": "print", "label": _l("Print labels and packing lists"), "permission": "can_write"},
+        {"code": "print_labels", "label": _l("Print labels"), "permission": "can_write"},
     ]
 
     def grid_save_row(self, pk: int, changes: dict) -> None:
