@@ -49,9 +49,14 @@ def _key(purpose: str) -> bytes:
     return _derive(purpose, _secret(purpose))
 
 
+@lru_cache(maxsize=8)
+def _aead(key: bytes) -> AESGCM:
+    return AESGCM(key)  # keyed by the key itself: a reconfigured secret gets a new cipher
+
+
 def encrypt(plaintext: str, purpose: str = "pii") -> str:
     nonce = os.urandom(12)
-    ct = AESGCM(_key(purpose)).encrypt(nonce, plaintext.encode("utf-8"), purpose.encode())
+    ct = _aead(_key(purpose)).encrypt(nonce, plaintext.encode("utf-8"), purpose.encode())
     return _PREFIX + base64.b64encode(nonce + ct).decode("ascii")
 
 
@@ -59,7 +64,7 @@ def decrypt(token: str, purpose: str = "pii") -> str:
     if not token.startswith(_PREFIX):
         raise ValueError("not an encrypted value")
     raw = base64.b64decode(token[len(_PREFIX):])
-    return AESGCM(_key(purpose)).decrypt(raw[:12], raw[12:], purpose.encode()).decode("utf-8")
+    return _aead(_key(purpose)).decrypt(raw[:12], raw[12:], purpose.encode()).decode("utf-8")
 
 
 def normalize_phone(phone: str | None) -> str:

@@ -49,7 +49,9 @@ def text(value: Any) -> Optional[str]:
     """Plain text: stripped, ``="..."`` unwrapped, a leading ``'`` dropped; empty → None."""
     if value is None:
         return None
-    if isinstance(value, str):
+    if type(value) is str:  # the common case first (CSV cells, calamine strings)
+        s = value.strip()
+    elif isinstance(value, str):
         s = value.strip()
     elif isinstance(value, bool):
         s = "是" if value else "否"
@@ -61,13 +63,19 @@ def text(value: Any) -> Optional[str]:
         s = str(value).strip()
     if not s:
         return None
-    if s.startswith('="') and s.endswith('"') and len(s) >= 3:
-        s = s[2:-1].strip()
-    elif s.startswith("'"):
+    c = s[0]
+    if c == "=":
+        if s.startswith('="') and s.endswith('"') and len(s) >= 3:
+            s = s[2:-1].strip()
+    elif c == "'":
         s = s[1:].strip()
-    elif s.startswith("\t"):
+    elif c == "\t":
         s = s.strip()
     return s or None
+
+
+_INT_DOT0 = re.compile(r"\d+\.0+")
+_SCIENTIFIC = re.compile(r"\d(\.\d+)?[eE]\+\d+")
 
 
 def identifier(value: Any) -> Optional[str]:
@@ -77,9 +85,9 @@ def identifier(value: Any) -> Optional[str]:
         return None
     if len(s) > 64:
         raise CellError(f"编号过长：{s[:20]}…（最多 64 个字符）")
-    if re.fullmatch(r"\d+\.0+", s):  # a number formatted by a text export
+    if "." in s and _INT_DOT0.fullmatch(s):  # a number formatted by a text export
         s = s.split(".")[0]
-    if re.fullmatch(r"\d(\.\d+)?[eE]\+\d+", s):  # 3.91234E+18: Excel's display of a long number
+    if "+" in s and _SCIENTIFIC.fullmatch(s):  # 3.91234E+18: Excel's display of a long number
         raise CellError(f"编号 {s} 是科学计数法，已丢失精度，请把该列设为文本后重新导出")
     return s
 
@@ -123,8 +131,7 @@ def _decimal(value: Any) -> Optional[Decimal]:
     return -number if negative else number
 
 
-def money(value: Any) -> Optional[Decimal]:
-    """元 with 2 places; ``¥1,234.5`` → 1234.50. Negative amounts are refused."""
+def _money(value: Any) -> Optional[Decimal]:
     number = _decimal(value)
     if number is None:
         return None
@@ -133,6 +140,26 @@ def money(value: Any) -> Optional[Decimal]:
     if number > MAX_MONEY:
         raise CellError(f"金额过大：{number}")
     return number.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+_MONEY_CACHE: dict = {}  # cell text / float → Decimal: prices repeat across a sheet (Decimal is immutable)
+_MONEY_CACHE_MAX = 50_000
+
+
+def money(value: Any) -> Optional[Decimal]:
+    """元 with 2 places; ``¥1,234.5`` → 1234.50. Negative amounts are refused."""
+    kind = type(value)
+    if kind is not str and kind is not float:
+        return _money(value)
+    try:
+        return _MONEY_CACHE[(kind, value)]
+    except KeyError:
+        pass
+    number = _money(value)  # a bad cell raises and is not cached
+    if len(_MONEY_CACHE) >= _MONEY_CACHE_MAX:
+        _MONEY_CACHE.clear()
+    _MONEY_CACHE[(kind, value)] = number
+    return number
 
 
 def integer(value: Any) -> Optional[int]:
@@ -180,8 +207,11 @@ _ISO = re.compile(r"^(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?(?:[ T](\d{1,2
 _EXCEL_EPOCH = dt.datetime(1899, 12, 30)
 
 
+_CN_OFFSET = dt.timedelta(hours=8)
+
+
 def _cn(naive: dt.datetime) -> dt.datetime:
-    return naive.replace(tzinfo=CN_TZ).astimezone(UTC)
+    return (naive - _CN_OFFSET).replace(tzinfo=UTC)  # Beijing has no daylight saving: UTC+8 all year
 
 
 def datetime(value: Any) -> Optional[dt.datetime]:
@@ -200,6 +230,11 @@ def datetime(value: Any) -> Optional[dt.datetime]:
     s = text(value)
     if s is None:
         return None
+    if len(s) == 19 and s[4] == s[7] == "-" and s[10] == " " and s[13] == s[16] == ":":  # the usual form
+        try:
+            return _cn(dt.datetime.fromisoformat(s))
+        except ValueError:
+            pass  # the general path below says what is wrong
     m = _ISO.match(s)
     if m is None:
         try:
