@@ -1082,6 +1082,8 @@ def run(host: str = "127.0.0.1", port: int = 8765, seed: int = 1, *, rate_per_mi
     print(f"沙箱已启动 / sandbox on {base}")
     print(f"  淘宝/天猫 {base}/router/rest   拼多多 {base}/api/router   京东 {base}/routerjson")
     print(f"  快递100 {base}{kuaidi100.QUERY_PATH}  customer={kuaidi100.DEMO_CUSTOMER} key={kuaidi100.DEMO_KEY}")
+    print(f"  电子面单 {base}/ewaybill/label  key=EWB-<快递公司编码>（如 EWB-ZTO）"
+          f" secret={ewaybill.demo_secret('<code>')}（如 {ewaybill.demo_secret('ZTO')}）")
     for s in state.shops:
         print(f"  {s.platform:<6} {s.name}  app_key={s.app_key} secret={s.app_secret} token={s.access_token}")
     try:

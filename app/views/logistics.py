@@ -11,6 +11,7 @@ from wtforms import BooleanField, PasswordField
 from wtforms.validators import Optional as OptionalV
 
 from app.extensions import db
+from app.services import ewaybill  # noqa: F401  (registers the duplicate tracking number check on every flush)
 from app.models import PRINT_DOCUMENTS, WAYBILL_STATUSES, Carrier, CarrierRule, EwaybillAccount, PrintRecord, Waybill
 from app.services.errors import DomainError
 
