@@ -21,13 +21,16 @@ Rules, in this order (:func:`reserve`):
    a 缺货 hold whose note names the province and the SKUs short.
 
 The reason is stored in ``Order.warehouse_reason`` ("杭州仓：覆盖浙江、库存齐全、
-优先级1"; "拆分发货：杭州仓（TS-01×2）、广州仓（HAT-01×1）"), and a "rule" edit of
-the warehouse goes into the order's trail with the reason as its note.
+优先级1"; "拆分发货：杭州仓（TS-01×2）、广州仓（HAT-01×1）"), shown on the order page
+and in the order grid. (The rule's choice writes no trail event of its own: a
+transition writes exactly one event.)
 
 **Override (人工指定).** A user may set the warehouse before audit (services/orders.py
-``update_fields``; refused after audit). The last change of the warehouse in the
-order's trail tells who chose it: an ``edit`` with source ``rule`` is ours, any
-other source is a person (or their import/batch). A person's choice is respected
+``update_fields``; refused after audit). Who chose it is read from the order's trail:
+the order's warehouse is a person's choice when the last change of the warehouse in
+the trail (an ``edit`` by a user, their import or batch) set exactly this warehouse;
+the rules write no such event, so a warehouse they chose never looks manual, and a
+person who clears the warehouse hands the choice back to the rules. A person's choice is respected
 if that warehouse can ship the whole order, coverage or not; otherwise 审单 is
 refused with a zh message saying what is short (no hold: another warehouse may ship
 it), and at payment the order gets a 缺货 hold. The reason becomes "人工指定：…".
@@ -55,7 +58,6 @@ from app.extensions import db
 from app.models import (
     BundleComponent, Order, OrderEvent, OrderLine, Shop, Sku, Stock, Warehouse, WarehouseCoverage,
 )
-from app.models.types import utcnow
 
 from .errors import IllegalTransition, ValidationError
 
@@ -238,24 +240,19 @@ def manual_warehouse(order: Order) -> Optional[int]:
     if order.id is None:
         return order.warehouse_id
     last = db.session.execute(
-        select(OrderEvent.source).where(OrderEvent.order_id == order.id, OrderEvent.field == "warehouse_id")
-        .order_by(OrderEvent.id.desc()).limit(1)).scalar()
-    if last is None:  # set without a trail (before warehouse rules existed): the rule's
-        return None
-    return None if last in MANUAL_SOURCES_EXCLUDED else order.warehouse_id
+        select(OrderEvent.source, OrderEvent.new_value)
+        .where(OrderEvent.order_id == order.id, OrderEvent.field == "warehouse_id")
+        .order_by(OrderEvent.id.desc()).limit(1)).first()
+    if last is None or last.source in MANUAL_SOURCES_EXCLUDED or last.new_value != str(order.warehouse_id):
+        return None  # chosen by the rules (or set without a trail, before warehouse rules existed)
+    return order.warehouse_id
 
 
 def _record(order: Order, warehouse_id: Optional[int], reason: str, lines_to: dict[int, int],
             user_id: Optional[int]) -> None:
-    """Store the choice on the order and its lines; a change of the warehouse goes into the trail."""
-    reason = reason[:500]
-    if order.warehouse_id != warehouse_id:
-        db.session.add(OrderEvent(order=order, action="edit", field="warehouse_id", source="rule",
-                                  user_id=user_id, old_value=None if order.warehouse_id is None else str(order.warehouse_id),
-                                  new_value=None if warehouse_id is None else str(warehouse_id), note=reason,
-                                  created_at=utcnow()))
-        order.warehouse_id = warehouse_id
-    order.warehouse_reason = reason
+    """Store the choice and its reason on the order and its lines."""
+    order.warehouse_id = warehouse_id
+    order.warehouse_reason = reason[:500]
     for ln in order.lines:
         ln.warehouse_id = lines_to.get(ln.id) if ln.sku_id is not None else None
 
