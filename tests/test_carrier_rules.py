@@ -148,3 +148,13 @@ def test_admin_page_adds_a_rule_and_refuses_a_bad_one_in_chinese(app, login):
         assert db.session.scalar(select(CarrierRule).where(CarrierRule.name == "反了")) is None
     # 客服 may not edit rules
     assert login("cs").get("/carrierruleview/add").status_code in (302, 403)
+
+
+def test_a_carrier_changed_by_hand_forgets_its_rule(ctx, ids):
+    from app.services import orders
+
+    standard_rules()
+    oid = make_order("CR-HAND")
+    assert order(oid).carrier_rule is not None
+    orders.edit_order(oid, {"carrier_id": carrier_id("SF")}, user_id=user_id("ops"))
+    assert order(oid).carrier.code == "SF" and order(oid).carrier_rule_id is None

@@ -25,7 +25,8 @@ LABEL_EXTRA = "定制面单·请轻放"
 
 def custom_label() -> str:
     source = printing.default_source("label")
-    return source.replace("<td colspan=\"3\" class=\"lb-foot\">", f"<td colspan=\"3\" class=\"lb-foot\"><div>{LABEL_EXTRA}</div>", 1)
+    foot = '<td colspan="3" class="lb-foot">'
+    return source.replace(foot, f"{foot}<div>{LABEL_EXTRA}</div>", 1)
 
 
 def run_worker(app, queue="default"):

@@ -31,10 +31,11 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Optional, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
 
 from app.extensions import db
-from app.models import BundleComponent, Carrier, CarrierRule, Order, Shop, Sku
+from app.models import BundleComponent, Carrier, CarrierRule, Order, OrderEvent, Shop, Sku
 
 from .errors import IllegalTransition, NotFound, ValidationError
 
@@ -161,17 +162,29 @@ def choose(order: Order, rules: Optional[list[CarrierRule]] = None) -> Optional[
     return None
 
 
+RULE_NOTE = "快递规则「"
+
+
+@event.listens_for(Session, "before_flush")
+def _forget_rule_on_manual_change(session, flush_context, instances) -> None:
+    """A carrier changed by anything but a rule (a person, an import, a batch) is no longer
+    the rule's choice: the order forgets the rule (and 审单 will not override it)."""
+    for ev in list(session.new):
+        if (isinstance(ev, OrderEvent) and ev.action == "edit" and ev.field == "carrier_id"
+                and RULE_NOTE not in (ev.note or "") and ev.order is not None):
+            ev.order.carrier_rule_id = None
+
+
 def apply_choice(order: Order, choice: Choice, *, source: str, user_id: Optional[int],
                  note_prefix: str = "") -> bool:
     """Set the carrier (through update_fields) and remember the rule; True if anything changed."""
     from . import orders as order_service
-    from app.models import OrderEvent
 
     changed = order_service.update_fields(order, {"carrier_id": choice.carrier.id}, source=source,
                                           user_id=user_id)
     rule_changed = order.carrier_rule_id != choice.rule.id
     order.carrier_rule_id = choice.rule.id
-    note = f"{note_prefix}快递规则「{choice.rule.name}」（{choice.reason}）"
+    note = f"{note_prefix}{RULE_NOTE}{choice.rule.name}」（{choice.reason}）"
     for obj in db.session.new:
         if isinstance(obj, OrderEvent) and obj.order is order and obj.field == "carrier_id" and not obj.note:
             obj.note = note

@@ -11,7 +11,8 @@ from wtforms import BooleanField, PasswordField
 from wtforms.validators import Optional as OptionalV
 
 from app.extensions import db
-from app.services import ewaybill  # noqa: F401  (registers the duplicate tracking number check on every flush)
+# Imported for their ORM hooks: a hand-changed carrier forgets its rule; duplicate tracking numbers.
+from app.services import carrier_rules, ewaybill  # noqa: F401
 from app.models import PRINT_DOCUMENTS, WAYBILL_STATUSES, Carrier, CarrierRule, EwaybillAccount, PrintRecord, Waybill
 from app.services.errors import DomainError
 
