@@ -141,6 +141,9 @@ def test_every_entity_api_has_a_grid(login):
         rows = client.get(f"/api/v1/{resource}/grid/rows")
         assert rows.status_code == 200, (resource, rows.json)
         assert rows.json["rows"], resource
+    for resource in ("parcel", "logistics_exception", "warehouse_coverage"):  # empty in the test world
+        assert client.get(f"/api/v1/{resource}/grid/meta").status_code == 200, resource
+        assert client.get(f"/api/v1/{resource}/grid/rows").status_code == 200, resource
 
 
 def test_generic_grid_edit_validates_through_the_schema(ctx, login):
@@ -208,7 +211,7 @@ def test_every_grid_definition_speaks_chinese(login):
     client = login("admin")
     cjk = re.compile(r"[\u4e00-\u9fff]")
     allowed_latin = {"SKU", "ID", "App key", "Kuaidi100"}
-    for resource in ("order", "sku", "stock", "customer", "shop"):
+    for resource in ("order", "sku", "stock", "customer", "shop", "parcel", "logistics_exception"):
         meta = client.get(f"/api/v1/{resource}/grid/meta").json
         english = [t for t in _texts(meta) if t and not cjk.search(t) and t not in allowed_latin
                    and not re.fullmatch(r"[\d\W]+", t) and not re.fullmatch(r"[A-Z]{1,4}\d*[-\w]*", t)]

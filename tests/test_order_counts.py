@@ -236,7 +236,13 @@ def test_migration_backfills_existing_orders_on_sqlite(ctx, ids):
         assert "oms_order_count_delta" not in {r[0] for r in conn.execute(text(
             "SELECT name FROM sqlite_master WHERE type = 'table'"))}
         assert conn.execute(text("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'")).scalar() == 0
-    _new_order("CNT-BEFORE-0005", ids["shops"]["C"], paid=False, code="TS-BLK-L")  # written while no triggers
+    # written while there are no triggers, in SQL: the ORM models are ahead of schema 0004
+    with db.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO oms_order (shop_id, platform, platform_order_id, status, is_held, goods_amount,"
+            " discount_amount, post_fee, paid_amount, cost_amount, flag, created_at, updated_at,"
+            " is_returning_customer) VALUES (:shop, 'jd', 'CNT-BEFORE-0005', 'pending_payment', 0,"
+            " 0, 0, 0, 0, 0, 0, '2026-11-30 00:00:00', '2026-11-30 00:00:00', 0)"), {"shop": ids["shops"]["C"]})
     db.session.remove()
     upgrade()
     tabs = _assert_exact(ids)

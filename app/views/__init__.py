@@ -6,7 +6,9 @@ from flask_babel import lazy_gettext as _l
 
 from .audit import PiiAccessLogApi, PiiAccessLogView
 from .catalog import BundleComponentApi, BundleComponentView, ProductApi, ProductView, SkuApi, SkuView
-from .grids import CustomerGridView, OrderWorkbenchView, ShopGridView, SkuGridView, StockGridView
+from .grids import (
+    CustomerGridView, OrderWorkbenchView, ShipmentGridView, ShopGridView, SkuGridView, StockGridView,
+)
 from .customers import CustomerApi, CustomerOrderView, CustomerView
 from .imports import ImportView
 from .inventory import StockApi, StockMovementApi, StockMovementView, StockView, WarehouseApi, WarehouseView
@@ -23,7 +25,7 @@ from .orders import (
 from .shops import ShopApi, ShopView
 from .stock_pages import AdjustView, InboundView, StockAlertView, StocktakeView  # also the stock ORM hooks
 from .sync import SyncRunApi, SyncRunView
-from .tracking import LogisticsExceptionView, ParcelEventView, ParcelView
+from .tracking import LogisticsExceptionApi, LogisticsExceptionView, ParcelApi, ParcelEventView, ParcelView
 from . import tracking as tracking_views
 from .warehouses import WarehouseCoverageApi, WarehouseCoverageGridView, WarehouseCoverageView
 
@@ -61,6 +63,7 @@ MENU = [
     (PrintTemplateView, "Print templates", _l("Print templates"), "Logistics", _l("Logistics"), "fa-print"),
     (PrintRecordView, "Print log", _l("Print log"), "Logistics", _l("Logistics"), "fa-history"),
     (ParcelView, "Parcel tracking", _l("Parcel tracking"), "Logistics", _l("Logistics"), "fa-map-signs"),
+    (ShipmentGridView, "Shipment grid", _l("Shipment grid"), "Logistics", _l("Logistics"), "fa-table"),
     (LogisticsExceptionView, "Logistics exceptions", _l("Logistics exceptions"), "Logistics", _l("Logistics"),
      "fa-exclamation-circle"),
     (ShopView, "Shops", _l("Shops"), "Settings", _l("Settings"), "fa-shopping-bag"),
@@ -72,7 +75,7 @@ MENU = [
 HIDDEN_VIEWS = [OrderLineView, OrderHoldView, CustomerOrderView, ParcelEventView, PrintDownloadView]
 APIS = [OrderApi, OrderLineApi, OrderHoldApi, OrderEventApi, CustomerApi, ProductApi, SkuApi,
         BundleComponentApi, WarehouseApi, StockApi, StockMovementApi, CarrierApi, ShopApi, PiiAccessLogApi,
-        SyncRunApi, ShopListingApi, JobApi, WarehouseCoverageApi]
+        SyncRunApi, ShopListingApi, JobApi, WarehouseCoverageApi, ParcelApi, LogisticsExceptionApi]
 
 
 def register_views(appbuilder) -> None:

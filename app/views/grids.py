@@ -17,6 +17,7 @@ def grid_page(resource: str, permission: str, title: str, class_name: str) -> ty
 
     class _GridPage(BaseView):
         route_base = f"/grid/{resource}"
+        oms_grid_resource = resource  # marks a grid page (tests/test_scope.py)
         class_permission_name = permission
         method_permission_name = {"index": "read"}
         default_view = "index"
@@ -35,3 +36,4 @@ SkuGridView = grid_page("sku", "Product", "SKU 表格", "SkuGridView")
 StockGridView = grid_page("stock", "Stock", "库存表格", "StockGridView")
 CustomerGridView = grid_page("customer", "Customer", "客户表格", "CustomerGridView")
 ShopGridView = grid_page("shop", "Shop", "店铺表格", "ShopGridView")
+ShipmentGridView = grid_page("parcel", "Parcel", "包裹表格", "ShipmentGridView")

@@ -129,3 +129,43 @@ def register(appbuilder) -> None:
 
 
 __all__ = ["ParcelView", "ParcelEventView", "LogisticsExceptionView", "register", "EXCEPTION_REASONS"]
+
+
+# REST APIs, so parcels and 物流异常 get the spreadsheet grid and exports too ----------
+from app.models.tracking import TRACKING_STATES  # noqa: E402
+
+from .base import OmsModelRestApi  # noqa: E402
+
+
+class ParcelApi(OmsModelRestApi):
+    resource_name = "parcel"
+    datamodel = OmsInterface(Parcel)
+    class_permission_name = "Parcel"
+    base_permissions = ["can_read"]
+    list_columns = show_columns = ["id", "order.id", "order.platform_order_id", "carrier.name", "tracking_number",
+                                   "state", "shipped_at", "picked_up_at", "last_event_at", "signed_at",
+                                   "next_poll_at", "poll_errors", "last_error"]
+    order_columns = ["tracking_number", "state", "shipped_at", "last_event_at", "signed_at", "next_poll_at"]
+    search_columns = ["tracking_number", "state", "carrier", "shipped_at", "last_event_at", "signed_at"]
+    base_order = ("shipped_at", "desc")
+    grid_title = _l("Shipment grid")
+    grid_choices = {"state": TRACKING_STATES}
+    grid_default_sort = ("shipped_at", "desc")
+    openapi_spec_tag = "Parcels"
+
+
+class LogisticsExceptionApi(OmsModelRestApi):
+    resource_name = "logistics_exception"
+    datamodel = OmsInterface(LogisticsException)
+    class_permission_name = "LogisticsException"
+    base_permissions = ["can_read"]
+    list_columns = show_columns = ["id", "order.id", "order.platform_order_id", "parcel.tracking_number", "reason",
+                                   "status", "detected_at", "detail", "assignee.username", "resolution",
+                                   "resolved_at"]
+    order_columns = ["detected_at", "resolved_at", "reason", "status"]
+    search_columns = ["reason", "status", "detected_at", "resolved_at"]
+    base_order = ("detected_at", "desc")
+    grid_title = _l("Logistics exceptions")
+    grid_choices = {"reason": EXCEPTION_REASONS, "status": EXCEPTION_STATUSES}
+    grid_default_sort = ("detected_at", "desc")
+    openapi_spec_tag = "Logistics exceptions"
