@@ -246,3 +246,26 @@ def test_alerts_are_unique_per_open_sku_even_if_evaluated_twice(ctx):
     stock_alerts.evaluate([_sku("TS-BLK-L").id])
     assert db.session.scalar(select(func.count()).select_from(StockAlert)
                              .where(StockAlert.recovered_at.is_(None))) == 1
+
+
+def test_concurrent_reservations_raise_exactly_one_alert_on_postgresql(pg_url, tmp_path):
+    """8 processes race to reserve a hot SKU; each commit evaluates the alert after it
+    commits: one open alert, never two (the partial unique index + ON CONFLICT)."""
+    from tests import test_stock as ts
+
+    app = ts._setup_pg(pg_url, tmp_path)
+    with app.app_context():
+        hz, sku = ts._wh(), ts._new_sku("HOT-AL")
+        sku.low_stock_threshold = 12
+        stock.inbound(hz.id, sku.id, 20, source_ref="RK-HOT")
+        db.session.commit()
+        assert db.session.scalar(select(func.count()).select_from(StockAlert)
+                                 .where(StockAlert.sku_id == sku.id)) == 0
+    ts._race(app, tmp_path, pg_url, lambda i: [("HOT-AL", 1)])
+    with app.app_context():
+        sku_id = ts._sku("HOT-AL").id
+        alerts = db.session.scalars(select(StockAlert).where(StockAlert.sku_id == sku_id)).all()
+        assert ts._stock(ts._wh().id, sku_id) == (20, 20)
+        assert len(alerts) == 1 and alerts[0].recovered_at is None and alerts[0].available <= 12
+        db.session.remove()
+        db.engine.dispose()
