@@ -212,17 +212,230 @@ _CUSTOMER_COLS = ("name", "phone", "phone_hash", "buyer_nick", "province", "city
                   "last_order_at", "order_count", "total_spent", "created_at")
 
 
-class _Writer:
-    """Insert rows (tuples in ``cols`` order) into a model's table, on the session's connection."""
+def _pg_type(column) -> str:
+    """The PostgreSQL type name of a column, for a binary COPY."""
+    t = column.type
+    while isinstance(t, sa.types.TypeDecorator):
+        t = t.impl_instance if hasattr(t, "impl_instance") else t.impl
+    if isinstance(t, sa.BigInteger):
+        return "int8"
+    if isinstance(t, sa.Integer):
+        return "int4"
+    if isinstance(t, sa.Boolean):
+        return "bool"
+    if isinstance(t, sa.Numeric):
+        return "numeric"
+    if isinstance(t, sa.DateTime):
+        return "timestamptz" if t.timezone else "timestamp"
+    if isinstance(t, (sa.String, sa.Text)):
+        return "text"
+    raise TypeError(f"no COPY type for {column}")
 
-    def __init__(self, conn):
-        self.conn = conn
-        self.pg = conn.dialect.name == "postgresql"
+
+def _encrypt(value):
+    if value is None or value == "":
+        return value
+    return crypto.encrypt(str(value), "pii")
+
+
+@dataclass(eq=False)
+class _CustomerState:
+    id: Optional[int]  # None until the writer has inserted a customer new in this import
+    order_count: int
+    first: Optional[dt.datetime]
+    last: Optional[dt.datetime]
+    row: Optional[list] = None  # new in this import: the row to insert, until it is queued
+    created_here: bool = False
+    n: int = 0  # this batch's additions to a customer already written
+    spent: Decimal = ZERO
+    f: Optional[dt.datetime] = None
+    la: Optional[dt.datetime] = None
+    linked: set = field(default_factory=set)  # shops linked (or queued) in this import
+
+
+class Creator:
+    """Writes batches of new orders. On PostgreSQL the statements of one batch run in a
+    writer thread on the session's own connection (the same transaction) while the caller
+    prepares the next batch, so Python and the database work at the same time; the caller
+    does not touch the session between :meth:`load_customers` and :meth:`finish`. On SQLite
+    every batch is written at once, in the calling thread."""
+
+    def __init__(self, *, user_id: Optional[int], valid_only: bool, issue: Callable):
+        db.session.flush()
+        self.conn = db.session.connection()
+        self.pg = self.conn.dialect.name == "postgresql"
+        self.raw = self.conn.connection.driver_connection if self.pg else None
+        self.user_id, self.valid_only, self.issue = user_id, valid_only, issue
+        self.max_text = current_app.config.get("OMS_MAX_TEXT", 2000) if has_app_context() else 2000
+        self.now = utcnow()
+        self.customers: dict = {}  # phone hash → _CustomerState
+        self._hash: dict = {}  # id(draft) → phone hash
         self._seq: dict = {}
         self._plain: dict = {}
+        self._pool = None
+        self._pending = None
+        if self.pg:
+            from concurrent.futures import ThreadPoolExecutor
 
-    # ids: PostgreSQL draws them up front; SQLite returns them from the INSERT
-    def insert(self, table: sa.Table, cols: tuple, rows: list, *, ids: bool = False) -> Optional[list]:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oms-import-writer")
+
+    # --- before the first batch: every customer the new orders name, in one query per 5,000 --
+    def load_customers(self, drafts: list) -> None:
+        phone_index = crypto.phone_index
+        for d in drafts:
+            self._hash[id(d)] = phone_index(d.data.get("receiver_phone"))
+        hashes = sorted(set(self._hash.values()) - {None, ""})
+        ct = Customer.__table__
+        for i in range(0, len(hashes), 5000):
+            found = self.conn.execute(sa.select(ct.c.id, ct.c.phone_hash, ct.c.order_count, ct.c.first_order_at,
+                                                ct.c.last_order_at).where(ct.c.phone_hash.in_(hashes[i:i + 5000])))
+            for cid, h, count, first, last in found:
+                self.customers[h] = _CustomerState(cid, count or 0, first, last)
+
+    # --- one batch ------------------------------------------------------------------------------
+    def create(self, drafts: list, shops: dict, skus: dict, carriers: dict) -> tuple[int, int]:
+        """Validate and queue one batch; returns (created, failed). All or nothing (not
+        ``valid_only``): the first refused draft stops before its batch is written."""
+        prepared, failed = [], 0
+        for d in drafts:
+            try:
+                prepared.append(prepare(d, shops[d.shop_id], skus, carriers.get(d.carrier_name), self.max_text))
+            except ValidationError as exc:
+                self.issue(d, exc.message)
+                failed += 1
+                if not self.valid_only:
+                    return 0, failed
+        if prepared:
+            self._submit(self._plan(prepared))
+        return len(prepared), failed
+
+    def _plan(self, prepared: list) -> tuple:
+        """PII encrypted once per value, the phone's blind index, and link_customer's rules
+        in sheet order; what the writer has to do for this batch."""
+        now = self.now
+        states = self.customers
+        touched = []
+        for p in prepared:
+            o = p.order
+            h = self._hash.get(id(p.draft)) if id(p.draft) in self._hash else crypto.phone_index(o["receiver_phone"])
+            o["receiver_phone_hash"] = h
+            for name in _PII:
+                o[name] = _encrypt(o[name])
+            when = p.when = o["paid_at"] or o["platform_created_at"] or now
+            if not h:
+                o["is_returning_customer"] = False
+                continue
+            st = states.get(h)
+            if st is None:
+                st = states[h] = _CustomerState(None, 0, when, when, created_here=True, row=[
+                    o["receiver_name"], o["receiver_phone"], h, o["buyer_nick"], o["receiver_province"],
+                    o["receiver_city"], when, when, 0, ZERO, now])
+                o["is_returning_customer"] = False
+            else:
+                o["is_returning_customer"] = st.order_count > 0 and (st.first is None or st.first <= when)
+                if st.first is None or when < st.first:
+                    st.first = st.f = when
+                if st.last is None or when > st.last:
+                    st.last = st.la = when
+            st.order_count += 1
+            st.n += 1
+            if o["status"] in SPEND_STATUSES:
+                st.spent += o["paid_amount"] or 0
+            p.customer = st
+            touched.append(st)
+        new, updates, links_new, links_old = [], [], [], []
+        seen = set()
+        for p in prepared:
+            st = p.customer
+            if st is None:
+                continue
+            if id(st) not in seen:
+                seen.add(id(st))
+                if st.row is not None:  # first written by this batch: the row as of its end
+                    row = st.row
+                    row[6], row[7], row[8], row[9] = st.first, st.last, st.order_count, ZERO + st.spent
+                    new.append((st, tuple(row)))
+                    st.row = None
+                else:
+                    updates.append((st, st.n, st.spent, st.f, st.la))
+                st.n, st.spent, st.f, st.la = 0, ZERO, None, None
+            shop_id = p.order["shop_id"]
+            if shop_id not in st.linked:
+                st.linked.add(shop_id)
+                (links_new if st.created_here else links_old).append((st, shop_id))
+        return prepared, new, updates, links_new, links_old
+
+    def _submit(self, plan: tuple) -> None:
+        if self._pool is None:
+            self._write(*plan)
+            return
+        self._wait()  # one batch in flight: its rows are ready before the next is planned
+        self._pending = self._pool.submit(self._write, *plan)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            exc = pending.exception()
+            if exc is not None:
+                import psycopg
+
+                if isinstance(exc, psycopg.errors.IntegrityError):  # as the ORM path would raise it
+                    raise sa.exc.IntegrityError("COPY (bulk import)", None, exc) from exc
+                raise exc
+
+    def finish(self) -> None:
+        """Wait for the last batch; the session may be used again."""
+        try:
+            self._wait()
+        finally:
+            self.close()
+        for obj in list(db.session.identity_map.values()):  # changed behind the session's back
+            if isinstance(obj, Customer):
+                db.session.expire(obj)
+
+    def close(self) -> None:
+        """Stop the writer (after an error too: never leave a statement running)."""
+        if self._pending is not None:
+            self._pending.exception()  # wait; the caller is already failing
+            self._pending = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    # --- the writer ----------------------------------------------------------------------------
+    def _write(self, prepared: list, new: list, updates: list, links_new: list, links_old: list) -> None:
+        now, user_id = self.now, self.user_id
+        cids = self._insert(Customer.__table__, _CUSTOMER_COLS, [row for _st, row in new], ids=True)
+        for (st, _row), cid in zip(new, cids):
+            st.id = cid
+        if updates:
+            self._update_customers([(st.id, n, s, f, la) for st, n, s, f, la in updates])
+        self._insert(CustomerShop.__table__, ("customer_id", "shop_id"), [(st.id, s) for st, s in links_new])
+        if links_old:
+            self._link_existing([(st.id, s) for st, s in links_old])
+        rows = []
+        for p in prepared:
+            o = p.order
+            o["customer_id"] = p.customer.id if p.customer is not None else None
+            o["is_held"] = bool(p.holds)
+            o["created_at"] = o["updated_at"] = now
+            rows.append(tuple(o[c] for c in _ORDER_COLS))
+        order_ids = self._insert(Order.__table__, _ORDER_COLS, rows, ids=True)
+        lines, events, holds = [], [], []
+        for p, oid in zip(prepared, order_ids):
+            for ln in p.lines:
+                lines.append((oid, ln["platform_line_id"], ln["merchant_code"], ln["sku_id"], ln["title"], ln["spec"],
+                              ln["quantity"], ln["price"], ln["paid_amount"], ln["cost_price"], ln["refund_status"]))
+            events.append((oid, now, user_id, "import", "create", "status", None, p.order["status"], None))
+            for reason, note in p.holds:
+                holds.append((oid, reason, note, now, user_id))
+                events.append((oid, now, user_id, "import", "hold", "hold", None, HOLD_ZH[reason], note))
+        self._insert(OrderLine.__table__, _LINE_COLS, lines)
+        self._insert(OrderEvent.__table__, _EVENT_COLS, events)
+        self._insert(OrderHold.__table__, _HOLD_COLS, holds)
+
+    def _insert(self, table: sa.Table, cols: tuple, rows: list, *, ids: bool = False) -> Optional[list]:
+        """Rows (tuples in ``cols`` order) into a model's table; with ``ids``, their new ids."""
         if not rows:
             return [] if ids else None
         extra = _defaults(table, cols)
@@ -231,11 +444,12 @@ class _Writer:
             tail = tuple(extra.values())
             rows = [r + tail for r in rows]
         if self.pg:
-            new_ids = self._pg_ids(table, len(rows)) if ids else None
-            if ids:
+            new_ids = None
+            if ids:  # drawn from the table's sequence up front, then written with the rows
+                new_ids = self._pg_ids(table, len(rows))
                 cols = ("id",) + cols
                 rows = [(i,) + r for i, r in zip(new_ids, rows)]
-            self._copy(table.name, cols, rows)
+            self._copy(table, cols, rows)
             return new_ids
         tc = self._table(table)
         stmt = sa.insert(tc)
@@ -247,23 +461,26 @@ class _Writer:
         return None
 
     def _pg_ids(self, table: sa.Table, n: int) -> list:
-        seq = self._seq.get(table.name)
-        if seq is None:
-            seq = self._seq[table.name] = self.conn.exec_driver_sql(
-                "SELECT pg_get_serial_sequence(%(t)s, 'id')", {"t": table.name}).scalar_one()
-        return [r[0] for r in self.conn.exec_driver_sql(
-            f"SELECT nextval('{seq}') FROM generate_series(1, {int(n)})")]
+        with self.raw.cursor() as cur:
+            seq = self._seq.get(table.name)
+            if seq is None:
+                cur.execute("SELECT pg_get_serial_sequence(%s, 'id')", (table.name,))
+                seq = self._seq[table.name] = cur.fetchone()[0]
+            cur.execute("SELECT nextval(%s::regclass) FROM generate_series(1, %s)", (seq, n))
+            return [r[0] for r in cur.fetchall()]
 
-    def _copy(self, name: str, cols: tuple, rows: list) -> None:
-        raw = self.conn.connection.driver_connection  # psycopg 3, inside the session's transaction
-        with raw.cursor() as cur:
-            with cur.copy(f"COPY {name} ({', '.join(cols)}) FROM STDIN") as cp:
+    def _copy(self, table: sa.Table, cols: tuple, rows: list) -> None:
+        """COPY … FROM STDIN in binary (no text parsing of numbers and times on either side)."""
+        types = [_pg_type(table.c[c]) for c in cols]
+        with self.raw.cursor() as cur:
+            with cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(types)
                 write = cp.write_row
                 for r in rows:
                     write(r)
 
-    def _table(self, table: sa.Table):
-        """The table with plain Text for encrypted columns (values arrive encrypted)."""
+    def _table(self, table: sa.Table) -> sa.Table:
+        """SQLite: the table with plain Text for encrypted columns (values arrive encrypted)."""
         tc = self._plain.get(table.name)
         if tc is None:
             tc = self._plain[table.name] = sa.Table(table.name, sa.MetaData(), *[
@@ -272,180 +489,49 @@ class _Writer:
                 for c in table.columns])
         return tc
 
+    def _update_customers(self, changes: list) -> None:
+        """Customers written before this batch: order count and spend added, first/last order
+        times widened — one statement on PostgreSQL."""
+        if self.pg:
+            with self.raw.cursor() as cur:
+                cur.execute(
+                    "UPDATE oms_customer AS c SET order_count = c.order_count + v.n,"
+                    " total_spent = c.total_spent + v.s,"
+                    " first_order_at = CASE WHEN v.f IS NULL THEN c.first_order_at"
+                    "   WHEN c.first_order_at IS NULL OR v.f < c.first_order_at THEN v.f ELSE c.first_order_at END,"
+                    " last_order_at = CASE WHEN v.l IS NULL THEN c.last_order_at"
+                    "   WHEN c.last_order_at IS NULL OR v.l > c.last_order_at THEN v.l ELSE c.last_order_at END"
+                    " FROM unnest(%s::int[], %s::int[], %s::numeric[], %s::timestamptz[], %s::timestamptz[])"
+                    " AS v(id, n, s, f, l) WHERE c.id = v.id",
+                    ([c[0] for c in changes], [c[1] for c in changes], [c[2] for c in changes],
+                     [c[3] for c in changes], [c[4] for c in changes]))
+            return
+        # SQLite (one writer at a time): read the current values, write them back computed
+        ct = Customer.__table__
+        by_id = {c[0]: c for c in changes}
+        current = self.conn.execute(sa.select(ct.c.id, ct.c.order_count, ct.c.total_spent, ct.c.first_order_at,
+                                              ct.c.last_order_at).where(ct.c.id.in_(sorted(by_id)))).all()
+        params = []
+        for cid, count, spent, first, last in current:
+            _i, n, s, f, la = by_id[cid]
+            if f is not None and (first is None or f < first):
+                first = f
+            if la is not None and (last is None or la > last):
+                last = la
+            params.append({"b_id": cid, "order_count": (count or 0) + n, "total_spent": (spent or ZERO) + s,
+                           "first_order_at": first, "last_order_at": last})
+        tc = self._table(ct)
+        self.conn.execute(sa.update(tc).where(tc.c.id == sa.bindparam("b_id")).values(
+            order_count=sa.bindparam("order_count"), total_spent=sa.bindparam("total_spent"),
+            first_order_at=sa.bindparam("first_order_at"), last_order_at=sa.bindparam("last_order_at")), params)
 
-def _encrypt(value):
-    if value is None or value == "":
-        return value
-    return crypto.encrypt(str(value), "pii")
-
-
-@dataclass
-class _CustomerState:
-    id: Optional[int]
-    order_count: int
-    first: Optional[dt.datetime]
-    last: Optional[dt.datetime]
-    new_row: Optional[list] = None  # a customer created by this batch
-    n: int = 0  # this batch's additions, for an existing customer
-    spent: Decimal = ZERO
-    f: Optional[dt.datetime] = None
-    la: Optional[dt.datetime] = None
-    shops: set = field(default_factory=set)
-
-
-def write(prepared: list[Prepared], *, user_id: Optional[int]) -> None:
-    """Insert the prepared orders with everything ``create_order`` writes around them."""
-    if not prepared:
-        return
-    db.session.flush()
-    conn = db.session.connection()
-    w = _Writer(conn)
-    now = utcnow()
-    ot, ct = Order.__table__, Customer.__table__
-
-    # PII once per value; the blind index of the phone
-    for p in prepared:
-        o = p.order
-        phone = o["receiver_phone"]
-        o["receiver_phone_hash"] = crypto.phone_index(phone)
-        for name in _PII:
-            o[name] = _encrypt(o[name])
-        p.when = o["paid_at"] or o["platform_created_at"] or now
-
-    # customers: one lookup for the batch, then link_customer's rules in sheet order
-    hashes = {p.order["receiver_phone_hash"] for p in prepared} - {None, ""}
-    states: dict = {}
-    if hashes:
-        found = conn.execute(sa.select(ct.c.id, ct.c.phone_hash, ct.c.order_count, ct.c.first_order_at,
-                                       ct.c.last_order_at).where(ct.c.phone_hash.in_(sorted(hashes))))
-        for cid, h, count, first, last in found:
-            states[h] = _CustomerState(cid, count or 0, first, last)
-    for p in prepared:
-        o = p.order
-        h = o["receiver_phone_hash"]
-        if not h:
-            o["is_returning_customer"] = False
-            continue
-        when = p.when
-        st = states.get(h)
-        if st is None:
-            st = states[h] = _CustomerState(None, 0, when, when, new_row=[
-                o["receiver_name"], o["receiver_phone"], h, o["buyer_nick"], o["receiver_province"],
-                o["receiver_city"], when, when, 0, ZERO, now])
-            o["is_returning_customer"] = False
+    def _link_existing(self, links: list) -> None:
+        """CustomerShop links of customers that existed before: inserted unless already there."""
+        if self.pg:
+            with self.raw.cursor() as cur:
+                cur.execute("INSERT INTO oms_customer_shop (customer_id, shop_id)"
+                            " SELECT * FROM unnest(%s::int[], %s::int[]) ON CONFLICT DO NOTHING",
+                            ([c for c, _s in links], [s for _c, s in links]))
         else:
-            o["is_returning_customer"] = st.order_count > 0 and (st.first is None or st.first <= when)
-            if st.first is None or when < st.first:
-                st.first = st.f = when
-            if st.last is None or when > st.last:
-                st.last = st.la = when
-        st.order_count += 1
-        st.n += 1
-        if o["status"] in SPEND_STATUSES:
-            st.spent += o["paid_amount"] or 0
-        st.shops.add(o["shop_id"])
-        p.customer = st
-    new_customers = [st for st in states.values() if st.new_row is not None]
-    for st in new_customers:
-        row = st.new_row
-        row[6], row[7], row[8], row[9] = st.first, st.last, st.order_count, ZERO + st.spent
-    cids = w.insert(ct, _CUSTOMER_COLS, [tuple(st.new_row) for st in new_customers], ids=True)
-    for st, cid in zip(new_customers, cids):
-        st.id = cid
-    _update_customers([st for st in states.values() if st.new_row is None and st.n], conn, w.pg)
-    links = sorted({(st.id, shop_id) for st in states.values() for shop_id in st.shops})
-    _link_shops(links, conn, w.pg)
-
-    # orders, then what hangs off them
-    rows = []
-    for p in prepared:
-        o = p.order
-        o["customer_id"] = p.customer.id if p.customer is not None else None
-        o["is_held"] = bool(p.holds)
-        o["created_at"] = o["updated_at"] = now
-        rows.append(tuple(o[c] for c in _ORDER_COLS))
-    order_ids = w.insert(ot, _ORDER_COLS, rows, ids=True)
-    lines, events, holds = [], [], []
-    for p, oid in zip(prepared, order_ids):
-        p.order["id"] = oid
-        for ln in p.lines:
-            lines.append((oid,) + tuple(ln[c] for c in _LINE_COLS[1:]))
-        events.append((oid, now, user_id, "import", "create", "status", None, p.order["status"], None))
-        for reason, note in p.holds:
-            holds.append((oid, reason, note, now, user_id))
-            events.append((oid, now, user_id, "import", "hold", "hold", None, HOLD_ZH[reason], note))
-    w.insert(OrderLine.__table__, _LINE_COLS, lines)
-    w.insert(OrderEvent.__table__, _EVENT_COLS, events)
-    w.insert(OrderHold.__table__, _HOLD_COLS, holds)
-    # objects of the session that the statements above changed behind its back
-    for obj in list(db.session.identity_map.values()):
-        if isinstance(obj, Customer):
-            db.session.expire(obj)
-
-
-def _update_customers(changed: list, conn, pg: bool) -> None:
-    """Existing customers: order count and spend added, first/last order times widened."""
-    if not changed:
-        return
-    if pg:
-        conn.exec_driver_sql(
-            "UPDATE oms_customer AS c SET order_count = c.order_count + v.n,"
-            " total_spent = c.total_spent + v.s,"
-            " first_order_at = CASE WHEN v.f IS NULL THEN c.first_order_at"
-            "   WHEN c.first_order_at IS NULL OR v.f < c.first_order_at THEN v.f ELSE c.first_order_at END,"
-            " last_order_at = CASE WHEN v.l IS NULL THEN c.last_order_at"
-            "   WHEN c.last_order_at IS NULL OR v.l > c.last_order_at THEN v.l ELSE c.last_order_at END"
-            " FROM unnest(%(id)s::int[], %(n)s::int[], %(s)s::numeric[], %(f)s::timestamptz[],"
-            " %(l)s::timestamptz[]) AS v(id, n, s, f, l) WHERE c.id = v.id",
-            {"id": [st.id for st in changed], "n": [st.n for st in changed], "s": [st.spent for st in changed],
-             "f": [st.f for st in changed], "l": [st.la for st in changed]})
-        return
-    # SQLite: one writer at a time, so read the current values and write them back computed
-    ct = Customer.__table__
-    by_id = {st.id: st for st in changed}
-    current = conn.execute(sa.select(ct.c.id, ct.c.order_count, ct.c.total_spent, ct.c.first_order_at,
-                                     ct.c.last_order_at).where(ct.c.id.in_(sorted(by_id)))).all()
-    params = []
-    for cid, count, spent, first, last in current:
-        st = by_id[cid]
-        if st.f is not None and (first is None or st.f < first):
-            first = st.f
-        if st.la is not None and (last is None or st.la > last):
-            last = st.la
-        params.append({"b_id": cid, "order_count": (count or 0) + st.n,
-                       "total_spent": (spent or ZERO) + st.spent, "first_order_at": first, "last_order_at": last})
-    tc = sa.table(ct.name, *[sa.column(c.name, c.type) for c in ct.columns
-                             if c.name in ("id", "order_count", "total_spent", "first_order_at", "last_order_at")])
-    conn.execute(sa.update(tc).where(tc.c.id == sa.bindparam("b_id")), params)
-
-
-def _link_shops(links: list, conn, pg: bool) -> None:
-    if not links:
-        return
-    if pg:
-        conn.exec_driver_sql(
-            "INSERT INTO oms_customer_shop (customer_id, shop_id) SELECT * FROM unnest(%(c)s::int[], %(s)s::int[])"
-            " ON CONFLICT DO NOTHING", {"c": [c for c, _s in links], "s": [s for _c, s in links]})
-    else:
-        conn.exec_driver_sql("INSERT OR IGNORE INTO oms_customer_shop (customer_id, shop_id) VALUES (?, ?)", links)
-
-
-def create(drafts: list, shops: dict, skus: dict, carriers: dict, *, user_id: Optional[int], valid_only: bool,
-           issue: Callable) -> tuple[int, int]:
-    """Validate and write one batch of new orders; returns (created, failed). All or nothing
-    (``valid_only`` False): the first refused draft stops the batch before anything is written."""
-    max_text = current_app.config.get("OMS_MAX_TEXT", 2000) if has_app_context() else 2000
-    prepared, failed = [], 0
-    for d in drafts:
-        try:
-            prepared.append(prepare(d, shops[d.shop_id], skus, carriers.get(d.carrier_name), max_text))
-        except ValidationError as exc:
-            issue(d, exc.message)
-            failed += 1
-            if not valid_only:
-                return 0, failed
-    write(prepared, user_id=user_id)
-    return len(prepared), failed
-
-
-_ = CustomerShop  # the table _link_shops writes
+            self.conn.exec_driver_sql("INSERT OR IGNORE INTO oms_customer_shop (customer_id, shop_id) VALUES (?, ?)",
+                                      links)

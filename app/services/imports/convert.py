@@ -78,9 +78,17 @@ _INT_DOT0 = re.compile(r"\d+\.0+")
 _SCIENTIFIC = re.compile(r"\d(\.\d+)?[eE]\+\d+")
 
 
+_QUIRKS = "='\t"  # first characters text() has to look at
+
+
 def identifier(value: Any) -> Optional[str]:
     """An order / line id: digits kept as text (Taobao ids exceed 2^53)."""
-    s = text(value)
+    if type(value) is str and value and value[0] not in _QUIRKS:  # text()'s common case, inline
+        s = value.strip() or None
+        if s is not None and s[0] in _QUIRKS:
+            s = text(s)
+    else:
+        s = text(value)
     if s is None:
         return None
     if len(s) > 64:
@@ -94,7 +102,12 @@ def identifier(value: Any) -> Optional[str]:
 
 def short_text(limit: int):
     def conv(value: Any) -> Optional[str]:
-        s = text(value)
+        if type(value) is str and value and value[0] not in _QUIRKS:  # text()'s common case, inline
+            s = value.strip() or None
+            if s is not None and s[0] in _QUIRKS:
+                s = text(s)
+        else:
+            s = text(value)
         if s is not None and len(s) > limit:
             raise CellError(f"过长：{len(s)} 个字符，最多 {limit} 个")
         return s

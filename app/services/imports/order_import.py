@@ -413,7 +413,57 @@ def update_one(order: Order, draft: Draft, skus_by_code: dict, carrier_id: Optio
     order.platform_hash = draft.digest
 
 
-BATCH_SIZE = 5000  # orders per batch: one lookup of existing orders, customers and SKUs each
+def _existing(drafts: list[Draft]) -> dict:
+    """(shop id, platform order id) → stored checksum ("" if none) of the drafts already imported."""
+    by_shop: dict = {}
+    for d in drafts:
+        by_shop.setdefault(d.shop_id, []).append(d.pid)
+    out = {}
+    for shop_id, pids in by_shop.items():
+        for i in range(0, len(pids), LOOKUP_CHUNK):
+            for pid, digest in db.session.execute(select(Order.platform_order_id, Order.platform_hash).where(
+                    Order.shop_id == shop_id, Order.platform_order_id.in_(pids[i:i + LOOKUP_CHUNK]))):
+                out[(shop_id, pid)] = digest or ""
+    return out
+
+
+def _skus(drafts: list[Draft]) -> dict:
+    codes = sorted({ln["merchant_code"] for d in drafts for ln in d.data["lines"] if ln["merchant_code"]})
+    out = {}
+    for i in range(0, len(codes), LOOKUP_CHUNK):
+        for s in db.session.scalars(select(Sku).where(Sku.merchant_code.in_(codes[i:i + LOOKUP_CHUNK]))):
+            out[s.merchant_code] = s
+    return out
+
+
+def _update(changed: list[Draft], skus: dict, carriers: dict, *, user_id, valid_only, issue, counts) -> bool:
+    """The per-order update steps for changed orders; False: stop (all or nothing failed)."""
+    by_shop: dict = {}
+    for d in changed:
+        by_shop.setdefault(d.shop_id, []).append(d.pid)
+    loaded = {}
+    for shop_id, pids in by_shop.items():
+        for o in db.session.scalars(select(Order).where(
+                Order.shop_id == shop_id, Order.platform_order_id.in_(pids)).options(
+                selectinload(Order.lines), selectinload(Order.holds), selectinload(Order.events))):
+            loaded[(shop_id, o.platform_order_id)] = o
+    for d in changed:
+        order = loaded[(d.shop_id, d.pid)]
+        try:
+            with (db.session.begin_nested() if valid_only else contextlib.nullcontext()):
+                update_one(order, d, skus, carriers.get(d.carrier_name), user_id)
+            counts.updated += 1
+        except DomainError as exc:
+            issue(d, exc.message)
+            counts.failed += 1
+            if not valid_only:
+                return False
+    return True
+
+
+BATCH_SIZE = 5000  # new orders per bulk batch (one set of COPY statements)
+UPDATE_BATCH = 1000  # changed orders loaded and updated per flush
+LOOKUP_CHUNK = 5000  # ids per IN (…) of a lookup
 
 
 def apply(drafts: list[Draft], shops: dict, *, user_id: Optional[int], valid_only: bool,
@@ -424,69 +474,73 @@ def apply(drafts: list[Draft], shops: dict, *, user_id: Optional[int], valid_onl
 
     New orders are written in bulk (:mod:`.bulk`) unless ``bulk`` is False (then one
     ``create_order`` each, as before); changed orders always go through the per-order
-    update steps (they may move status, stock and holds)."""
-    counts = Counts()
+    update steps (they may move status, stock and holds), after the new ones."""
     bulk = True if bulk is None else bulk
-    batch_size = batch_size or (BATCH_SIZE if bulk else 1000)
     carriers = resolve_carriers({d.carrier_name for d in drafts if d.carrier_name})
+    if not bulk:
+        return _apply_per_order(drafts, shops, carriers, user_id=user_id, valid_only=valid_only, issue=issue,
+                                progress=progress, batch_size=batch_size or 1000)
+    counts = Counts()
+    batch_size = batch_size or BATCH_SIZE
     total = len(drafts)
-    done = 0
-    for start in range(0, total, batch_size):
-        batch = drafts[start:start + batch_size]
-        codes = {ln["merchant_code"] for d in batch for ln in d.data["lines"] if ln["merchant_code"]}
-        skus = {s.merchant_code: s for s in db.session.scalars(select(Sku).where(Sku.merchant_code.in_(codes)))} \
-            if codes else {}
-        by_shop: dict = {}
-        for d in batch:
-            by_shop.setdefault(d.shop_id, []).append(d)
-        existing = {}
-        for shop_id, ds in by_shop.items():
-            hashes = dict(db.session.execute(select(Order.platform_order_id, Order.platform_hash).where(
-                Order.shop_id == shop_id, Order.platform_order_id.in_([d.pid for d in ds]))).all())
-            for d in ds:
-                if d.pid in hashes:
-                    existing[(shop_id, d.pid)] = hashes[d.pid] or ""
-        new = [d for d in batch if (d.shop_id, d.pid) not in existing]
-        changed = [d for d in batch if existing.get((d.shop_id, d.pid), d.digest) != d.digest]
-        counts.unchanged += len(batch) - len(new) - len(changed)
-        if bulk:
-            created, failed = bulk_path.create(new, shops, skus, carriers, user_id=user_id, valid_only=valid_only,
-                                               issue=issue)
+    existing = _existing(drafts)
+    new = [d for d in drafts if (d.shop_id, d.pid) not in existing]
+    changed = [d for d in drafts if existing.get((d.shop_id, d.pid), d.digest) != d.digest]
+    counts.unchanged = total - len(new) - len(changed)
+    skus = _skus(drafts)
+    done = counts.unchanged
+    creator = bulk_path.Creator(user_id=user_id, valid_only=valid_only, issue=issue)
+    try:
+        creator.load_customers(new)
+        for start in range(0, len(new), batch_size):
+            batch = new[start:start + batch_size]
+            created, failed = creator.create(batch, shops, skus, carriers)
             counts.created += created
             counts.failed += failed
             if failed and not valid_only:
                 return counts
-        else:
-            for d in new:
-                try:
-                    with (db.session.begin_nested() if valid_only else contextlib.nullcontext()):
-                        create_one(shops[d.shop_id], d, skus, carriers.get(d.carrier_name), user_id)
-                    counts.created += 1
-                except DomainError as exc:
-                    issue(d, exc.message)
-                    counts.failed += 1
-                    if not valid_only:
-                        return counts
-        if changed:
-            loaded = {}
-            for shop_id, ds in by_shop.items():
-                pids = [d.pid for d in ds if d in changed]
-                if pids:
-                    for o in db.session.scalars(select(Order).where(
-                            Order.shop_id == shop_id, Order.platform_order_id.in_(pids)).options(
-                            selectinload(Order.lines), selectinload(Order.holds), selectinload(Order.events))):
-                        loaded[(shop_id, o.platform_order_id)] = o
-            for d in changed:
-                order = loaded[(d.shop_id, d.pid)]
-                try:
-                    with (db.session.begin_nested() if valid_only else contextlib.nullcontext()):
-                        update_one(order, d, skus, carriers.get(d.carrier_name), user_id)
-                    counts.updated += 1
-                except DomainError as exc:
-                    issue(d, exc.message)
-                    counts.failed += 1
-                    if not valid_only:
-                        return counts
+            done += len(batch)
+            if progress:
+                progress(done, total, f"已写入 {done}/{total} 个订单")
+        creator.finish()
+    finally:
+        creator.close()
+    for start in range(0, len(changed), UPDATE_BATCH):
+        batch = changed[start:start + UPDATE_BATCH]
+        if not _update(batch, skus, carriers, user_id=user_id, valid_only=valid_only, issue=issue, counts=counts):
+            return counts
+        db.session.flush()
+        done += len(batch)
+        if progress:
+            progress(done, total, f"已写入 {done}/{total} 个订单")
+    return counts
+
+
+def _apply_per_order(drafts, shops, carriers, *, user_id, valid_only, issue, progress, batch_size) -> Counts:
+    """One ``create_order`` per new order (``bulk=False``), batch by batch as before the bulk path."""
+    counts = Counts()
+    total = len(drafts)
+    done = 0
+    for start in range(0, total, batch_size):
+        batch = drafts[start:start + batch_size]
+        skus = _skus(batch)
+        existing = _existing(batch)
+        new = [d for d in batch if (d.shop_id, d.pid) not in existing]
+        changed = [d for d in batch if existing.get((d.shop_id, d.pid), d.digest) != d.digest]
+        counts.unchanged += len(batch) - len(new) - len(changed)
+        for d in new:
+            try:
+                with (db.session.begin_nested() if valid_only else contextlib.nullcontext()):
+                    create_one(shops[d.shop_id], d, skus, carriers.get(d.carrier_name), user_id)
+                counts.created += 1
+            except DomainError as exc:
+                issue(d, exc.message)
+                counts.failed += 1
+                if not valid_only:
+                    return counts
+        if changed and not _update(changed, skus, carriers, user_id=user_id, valid_only=valid_only, issue=issue,
+                                   counts=counts):
+            return counts
         db.session.flush()
         done += len(batch)
         if progress:
