@@ -232,3 +232,16 @@ def test_warehouse_cannot_change_after_audit_from_the_grid(ctx, login, ids):
     results = {r["id"]: r for r in resp.json["results"]}
     assert not results[to_ship]["ok"] and "请先反审核" in results[to_ship]["message"]
     assert results[to_audit]["ok"] and results[to_audit]["row"]["warehouse.name"] == wh.name
+
+
+def test_yes_no_columns_can_be_saved_unticked_in_any_form(ctx, login):
+    from app.models import Warehouse
+
+    wh = db.session.scalars(select(Warehouse).order_by(Warehouse.id)).first()
+    assert wh.active
+    resp = login("admin").post(f"/warehouseview/edit/{wh.id}", data={
+        "code": wh.code, "name": wh.name, "province": wh.province or "", "city": wh.city or "",
+        "priority": wh.priority}, follow_redirects=False)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:2000]
+    db.session.expire_all()
+    assert db.session.get(Warehouse, wh.id).active is False

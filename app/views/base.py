@@ -86,10 +86,19 @@ class _ScopedForm:
         return self._prune(self.form_cls.refresh(*args, **kwargs))
 
     def _prune(self, form):
+        from wtforms import BooleanField
+        from wtforms.validators import DataRequired, InputRequired
+
         allowed = set(columns.form_editable(self.model, list(form._fields)))
         for name in list(form._fields):
             if name not in allowed and name != "csrf_token":
                 del form[name]
+            elif isinstance(form[name], BooleanField):
+                # FAB makes a NOT NULL boolean a *required* checkbox, which refuses
+                # "unticked": every 是/否 column could only ever be saved as 是.
+                field = form[name]
+                field.validators = [v for v in field.validators if not isinstance(v, (InputRequired, DataRequired))]
+                field.flags.required = False
             elif getattr(form[name], "allow_blank", False):
                 # WTForms 3.3 shows FAB's blank choice as its value "__None".
                 form[name].blank_text = "（未指定）"
