@@ -57,7 +57,9 @@ class ShopView(OmsModelView):
     }
     add_form_extra_fields = edit_form_extra_fields = {
         "platform": SelectField(_l("Platform"), choices=[(k, v) for k, v in PLATFORMS.items()]),
-        "reserve_at": SelectField(_l("Reserve stock at"), choices=[(k, v) for k, v in RESERVE_AT.items()]),
+        # default: a form posted without the field (API clients, older forms) keeps reserving at audit
+        "reserve_at": SelectField(_l("Reserve stock at"), choices=[(k, v) for k, v in RESERVE_AT.items()],
+                                  default="audit"),
         # FAB makes a NOT NULL boolean "required", so an unticked box would be refused.
         "allow_split": BooleanField(_l("Allow split shipment")),
         "new_app_secret": PasswordField(_l("App secret"), validators=[OptionalV()],
