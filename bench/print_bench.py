@@ -8,7 +8,9 @@ each, a carrier and a tracking number). Then:
 
   (a) bare       the physical reference: xhtml2pdf (``pisa.CreatePDF``) on the HTML
                  of ONE label, rendered 20 times in this process → pages per second.
-                 No database, no Jinja, no checks, no merge.
+                 No database, no Jinja, no checks, no merge. Each render pays
+                 xhtml2pdf's per-document cost (font loading, CSS), so (a2), the
+                 bare render of one 50-label document, is printed beside it.
   (b) 50 labels  ``services/printing.render_orders`` end to end for 50 orders, labels
                  only: scoped load, every check, Jinja (sandboxed), xhtml2pdf, the CJK
                  font check of every page, the layout check, the print log commit.
@@ -118,6 +120,21 @@ def bare_label_pages_per_second(order_id: int, repeat: int = 20) -> tuple[float,
     return repeat / seconds, html
 
 
+def bare_batch_pages_per_second(order_ids: list[int]) -> float:
+    """xhtml2pdf alone on one document of 50 labels (the per-document overhead spread)."""
+    from app.extensions import db
+    from app.models import Order
+    from app.services import printing
+
+    font = printing.font_path()
+    ctxs = [printing.drawable(printing.order_context(db.session.get(Order, i), 1, "2026-11-30 12:00"), font)
+            for i in order_ids]
+    html = printing.render_html(printing.make_environment(), ctxs, ("label",), "2026-11-30 12:00")
+    start = time.perf_counter()
+    printing.html_to_pdf(html, font)
+    return len(order_ids) / (time.perf_counter() - start)
+
+
 def timed(label: str, fn):
     start = time.perf_counter()
     cpu = time.process_time()
@@ -163,6 +180,8 @@ def main() -> None:
             load_before = os.getloadavg()[0]
             bare_pps, _ = bare_label_pages_per_second(ids[0])
             print(f"(a) bare xhtml2pdf, one label:       {bare_pps:6.1f} pages/s (one process)")
+            batch_pps = bare_batch_pages_per_second(ids[100:150])
+            print(f"(a2) bare xhtml2pdf, 50 labels in one document: {batch_pps:6.1f} pages/s (one process)")
 
             def run(order_ids, documents, processes):
                 app.config["OMS_PRINT_PROCESSES"] = processes
@@ -209,6 +228,8 @@ def main() -> None:
             "| what | seconds | pages | pages/s | × bare × processes |",
             "|---|---|---|---|---|",
             f"| (a) bare xhtml2pdf, one label's HTML, 20 renders | — | 1 | {bare_pps:.1f} | 1.00 |",
+            f"| (a2) bare xhtml2pdf, 50 labels in one document (for comparison) | {50 / batch_pps:.2f} | 50 | "
+            f"{batch_pps:.1f} | {batch_pps / bare_pps:.2f} |",
         ]
         for key, what, wall, pages, pps, ratio in rows:
             lines.append(f"| ({key}) {what} | {wall:.2f} | {pages} | {pps:.1f} | {ratio:.2f} |")
