@@ -249,7 +249,7 @@ def _import(page, url, files, shop):
     page.goto(url + "/imports/")
     page.set_input_files("#files", [str(f) for f in files])
     page.select_option("#shop", value=shop)
-    page.click("form button[type=submit]")
+    page.click('form[enctype="multipart/form-data"] button[type=submit]')
     page.wait_for_selector("text=开始导入")
     page.click("text=开始导入")
     page.wait_for_selector("#result:visible", timeout=60000)
