@@ -474,7 +474,9 @@ def apply(drafts: list[Draft], shops: dict, *, user_id: Optional[int], valid_onl
 
     New orders are written in bulk (:mod:`.bulk`) unless ``bulk`` is False (then one
     ``create_order`` each, as before); changed orders always go through the per-order
-    update steps (they may move status, stock and holds), after the new ones."""
+    update steps (they may move status, stock and holds), after the new ones.
+    ``progress`` is called while the bulk writer may be using the session's connection
+    (PostgreSQL): it must not use the database (RQ's set_progress writes to Redis)."""
     bulk = True if bulk is None else bulk
     carriers = resolve_carriers({d.carrier_name for d in drafts if d.carrier_name})
     if not bulk:
