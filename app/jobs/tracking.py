@@ -18,7 +18,7 @@ def poll_parcels_job(parcel_ids: list[int]) -> dict:
 
 def enqueue_poll(parcel_ids: list[int]):
     try:
-        return get_queue("sync").enqueue(poll_parcels_job, list(parcel_ids),
+        return get_queue("tracking").enqueue(poll_parcels_job, list(parcel_ids),
                                          description=f"物流轨迹查询 {len(parcel_ids)} 个包裹",
                                          result_ttl=3600, failure_ttl=7 * 86400, job_timeout=1800)
     except Exception:  # Redis down: the parcel stays due and the dispatcher queues it later

@@ -830,6 +830,11 @@ def _create_one(gen: _Gen, now: dt.datetime, plan: dict, sku_data: dict,
         order.tracking_number = gen.tracking_number(carrier, rng)
         order.shipped_at = times["ship"] = last = tl.after(order.audited_at, 30, 40 * 60)
         order_status.apply(order, "ship", source="sync", stock=False)
+        if status == "shipped" and order.shipped_at >= tl.now - dt.timedelta(days=3):
+            # Parcels of the last days are on their way: track them (older history is not).
+            from . import tracking
+
+            tracking.start_tracking(order)
         # History: these tracking numbers reached the platform long ago.
         order.writeback_status, order.writeback_at = "done", order.shipped_at
     if status == "completed":

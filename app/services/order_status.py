@@ -159,7 +159,10 @@ def apply(order: Order, action: str, *, source: str = "user", user_id: Optional[
         from .writeback import mark_pending
 
         mark_pending(order)
-    if action == "ship":  # track the parcel at Kuaidi100 (services/tracking.py; polled after commit)
+    # Track the parcel at Kuaidi100 (services/tracking.py; polled after commit). A ship
+    # recorded from sync or an import is history (the demo's, a team's old sheets):
+    # tracking it would poll thousands of old parcels and raise stale 物流异常.
+    if action == "ship" and source not in ("sync", "import"):
         from .tracking import start_tracking
 
         start_tracking(order)

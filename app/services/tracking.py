@@ -102,12 +102,12 @@ def _poll_after_commit(session) -> None:
     parcels = session.info.pop(_NEW_KEY, None)
     if not parcels:
         return
-    from app.jobs.tracking import enqueue_poll
+    from app.jobs.tracking import CHUNK, enqueue_poll
 
-    for parcel in parcels:
-        pid = parcel.__dict__.get("id")
-        if pid is not None and parcel.__dict__.get("kuaidi100_code"):
-            enqueue_poll([pid])
+    ids = [p.__dict__.get("id") for p in parcels
+           if p.__dict__.get("id") is not None and p.__dict__.get("kuaidi100_code")]
+    for i in range(0, len(ids), CHUNK):  # a batch ship of 500 orders: 10 jobs, not 500
+        enqueue_poll(ids[i:i + CHUNK])
 
 
 @event.listens_for(Session, "after_soft_rollback")
