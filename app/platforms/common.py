@@ -31,6 +31,7 @@ ZERO = Decimal("0.00")
 CENT = Decimal("0.01")
 # Used when a platform rate-limits without saying for how long (UNCONFIRMED for PDD and JD).
 DEFAULT_BAN_SECONDS = 60.0
+_ACCEPT_JSON = {"Accept": "application/json"}
 
 
 # --- values -----------------------------------------------------------------
@@ -172,9 +173,12 @@ class GatewayClient(PlatformClient):
 
     def _post_once(self, form: dict[str, str], api: str) -> dict:
         host = urlsplit(self.gateway_url).netloc or self.gateway_url
+        env = self.__dict__.get("_env")
+        if env is None:
+            env = self._env = self._environment()
         try:
             resp = self.session.post(self.gateway_url, data=form, timeout=self.timeout,
-                                     headers={"Accept": "application/json"})
+                                     headers=_ACCEPT_JSON, **env)
         except (requests.ConnectTimeout, requests.ConnectionError) as exc:
             raise PlatformError("network", f"无法连接{self.label}接口（{host}）：{type(exc).__name__}，请检查网络",
                                 kind="network") from exc
@@ -204,6 +208,18 @@ class GatewayClient(PlatformClient):
                                 f"{self.label}接口拒绝了请求（HTTP {resp.status_code}），请检查网关地址",
                                 kind="bad_request")
         return payload
+
+    def _environment(self) -> dict:
+        """Proxies and CA bundle from the environment (HTTPS_PROXY, NO_PROXY,
+        REQUESTS_CA_BUNDLE, …), resolved once per client instead of on every call
+        (``requests`` re-reads the environment per request while ``trust_env`` is on),
+        then passed explicitly; the session keeps its pooled keep-alive connection."""
+        session = self.session
+        if not getattr(session, "trust_env", False):
+            return {}
+        settings = session.merge_environment_settings(self.gateway_url, {}, None, None, None)
+        session.trust_env = False
+        return {"proxies": settings.get("proxies") or {}, "verify": settings.get("verify", True)}
 
     def _missing(self, api: str, key: str) -> PlatformError:
         return PlatformError("bad_response", f"{self.label}接口 {api} 的返回缺少 {key}", kind="server")

@@ -45,6 +45,15 @@ PII_FIELDS = {"receiver_name", "receiver_phone", "receiver_address"}
 SPEND_STATUSES = frozenset({"to_audit", "to_ship", "shipped", "completed"})
 
 
+def phone_hash(phone: Optional[str]) -> Optional[str]:
+    """The receiver phone's blind index, the key that links one customer across shops; None
+    for a masked phone (platforms send 151****1234 or 151********): a mask names many buyers
+    and must never join them into one customer."""
+    if not phone or "*" in phone:
+        return None
+    return crypto.phone_index(phone)
+
+
 def update_customer_spend(order: Order, old_status: str, new_status: str) -> None:
     """Keep Customer.total_spent equal to the sum of its paid, unclosed orders."""
     customer = order.customer
@@ -280,7 +289,7 @@ def create_order(shop: Shop, data: dict, *, source: str = "import",
         platform_modified_at=data.get("platform_modified_at"),
         lines=lines,
     )
-    order.receiver_phone_hash = crypto.phone_index(order.receiver_phone)
+    order.receiver_phone_hash = phone_hash(order.receiver_phone)
     order.cost_amount = sum((ln.cost_price * ln.quantity for ln in lines), Decimal("0.00"))
     if not data.get("goods_amount"):
         order.goods_amount = sum((ln.price * ln.quantity for ln in lines), Decimal("0.00"))

@@ -1,0 +1,257 @@
+"""The sync engine's set-wise page apply (new orders written in bulk through
+services/bulk_orders.py) leaves exactly the database the per-order path
+(``sync_shop(..., bulk=False)``: ``create_order`` + the state machine per order) leaves,
+for the same platform pages, on SQLite and on PostgreSQL: orders, lines, events, holds,
+customers (counts, spend, first/last order, returning flags, shop links), the stock
+ledger and the status-tab counters; then a re-sync with changes and a no-change re-sync."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from decimal import Decimal
+
+import redis
+import sqlalchemy as sa
+from sqlalchemy import select
+
+from tests import world
+from tests.conftest import TEST_REDIS_URL, make_app
+from tests.test_imports_bulk import _dispose, _pg_copy, _sqlite_app, snapshot
+from tests.test_sync import NOW, ScriptedClient, po
+from app.platforms.base import Page, PlatformLine
+
+UTC = dt.timezone.utc
+
+
+def line(lid, code, qty=1, price="49.00", **kw):
+    price = Decimal(price)
+    return PlatformLine(platform_line_id=lid, title=f"商品{code}", quantity=qty, price=price,
+                        paid_amount=price * qty, merchant_code=code, **kw)
+
+
+def first_orders(prefix: str, phones: list) -> list:
+    """Every case the engine maps: statuses, platform holds, refunds, unmatched and
+    unstocked codes, stocked SKUs shipped on the platform, masked phones, repeat buyers."""
+    cases = [
+        dict(status="to_audit"),
+        dict(status="pending_payment", paid_at=None),
+        dict(status="to_ship"),
+        dict(status="shipped", shipped_at=NOW - dt.timedelta(minutes=90), tracking_number="SF1"),
+        dict(status="completed", shipped_at=NOW - dt.timedelta(minutes=80)),
+        dict(status="closed"),
+        dict(status="closed", refund_closed=True),
+        dict(status="to_audit", refund_closed=True),
+        dict(status="to_audit", hold_reason="refunding"),
+        dict(status="to_ship", hold_reason="platform_locked"),
+        dict(status="shipped", hold_reason="refunding"),
+        dict(status="to_audit", lines=[line("1", "NOPE-1"), line("2", "TS-RED-S", 2)]),
+        dict(status="shipped", lines=[line("1", "NOPE-2")]),  # unmatched, shipped: hold stays
+        dict(status="shipped", lines=[line("1", "TS-RED-S")]),  # a SKU without stock
+        dict(status="completed", lines=[line("1", "TS-WHT-M", 2)]),  # stocked: deducted
+        dict(status="closed", lines=[line("1", "NOPE-3")], hold_reason="refunding"),
+        dict(status="to_audit", receiver_phone="151****1234"),
+        dict(status="to_audit", receiver_phone="151****1234", receiver_name="另一人"),
+        dict(status="to_audit", receiver_phone="", buyer_message="没有电话"),
+        dict(status="to_audit", seller_memo="备注", flag=3, receiver_zip="210000"),
+    ]
+    out = []
+    for i, kw in enumerate(cases):
+        kw.setdefault("receiver_phone", phones[i % len(phones)])
+        kw.setdefault("paid_amount", Decimal(f"{50 + i}.00"))
+        out.append(po(f"{prefix}{i:02d}", modified=NOW - dt.timedelta(minutes=200 - i * 7),
+                      paid_at=kw.pop("paid_at", NOW - dt.timedelta(hours=5, minutes=i)), **kw))
+    return out
+
+
+def changes(orders: dict, prefix: str) -> None:
+    """A second round: moves forward, refunds, released holds, new lines, new orders."""
+    later = NOW + dt.timedelta(minutes=30)
+
+    def change(n, **kw):
+        old = orders[f"{prefix}{n:02d}"]
+        data = {k: getattr(old, k) for k in old.__dataclass_fields__}
+        data.update(kw, modified_at=later - dt.timedelta(minutes=n))
+        orders[old.platform_order_id] = type(old)(**data)
+
+    change(0, status="shipped", shipped_at=later - dt.timedelta(hours=1))
+    change(1, status="to_audit", paid_at=later - dt.timedelta(hours=2))
+    change(2, status="closed", refund_closed=True)
+    change(3, status="to_audit")  # never back
+    change(8, hold_reason=None, platform_status="WAIT_SELLER_SEND_GOODS")
+    change(9, status="completed")
+    change(11, lines=[line("1", "NOPE-1"), line("3", "TS-BLK-L")], paid_amount=Decimal("30.00"))
+    change(19, buyer_message="改地址", receiver_address="新地址9号", receiver_phone=world.PHONE_B1)
+    for i in range(3):
+        new = po(f"{prefix}N{i}", modified=later - dt.timedelta(minutes=20 + i), receiver_phone=world.PHONE_A1,
+                 status=("shipped", "to_audit", "closed")[i])
+        orders[new.platform_order_id] = new
+
+
+class DupClient(ScriptedClient):
+    """Pages as the platform gives them when an order changes while we page backwards:
+    the last order of each page listed again (unchanged) and the first one again changed."""
+
+    changing = True  # the first sync only: afterwards the platform has settled
+
+    def fetch_changed(self, start, end, page_size=100):
+        for page in super().fetch_changed(start, end, page_size):
+            if not self.changing:
+                yield page
+                continue
+            extra = [page.orders[-1]]
+            first = page.orders[0]
+            data = {k: getattr(first, k) for k in first.__dataclass_fields__}
+            data["buyer_message"] = (first.buyer_message or "") + "（翻页时又改了）"
+            extra.append(type(first)(**data))
+            yield Page(orders=page.orders + extra, page_no=page.page_no)
+
+
+def scenario(app, bulk: bool) -> list:
+    from app.extensions import db
+    from app.models import Product, Shop, Sku, StockMovement
+    from app.services import sync
+
+    since = dt.datetime.now(UTC) - dt.timedelta(seconds=1)
+    snaps = []
+    r = redis.Redis.from_url(TEST_REDIS_URL)
+    with app.app_context():
+        product = db.session.scalar(select(Product))
+        db.session.add(Sku(product=product, merchant_code="TS-RED-S", name="纯棉T恤 红 S", cost_price=Decimal("10.00"),
+                           sale_price=Decimal("59.00")))
+        shops = {s.name: s.id for s in db.session.scalars(select(Shop))}
+        for sid in shops.values():
+            shop = db.session.get(Shop, sid)
+            shop.app_key, shop.sync_checkpoint, shop.backfill_days = "scripted", None, 1
+        db.session.commit()
+        phones = [world.PHONE_A1, "13600000001", world.PHONE_B1, "13600000002", "13600000001"]
+        clients = {}
+        for name, prefix in (("A店-淘宝", "TA"), ("B店-拼多多", "TB")):
+            orders = first_orders(prefix, phones)
+            clients[name] = (DupClient(orders, page_size=4), prefix)
+
+        def run_all(now):
+            for name, (client, _p) in clients.items():
+                r.delete(f"oms:sync:shop:{shops[name]}")
+                run = sync.sync_shop(shops[name], now=now, client=client, sleep=lambda s: None, bulk=bulk)
+                assert run.status == "success", run.error
+                db.session.remove()
+
+        def ledger():
+            rows = db.session.execute(select(StockMovement.sku_id, StockMovement.movement_type,
+                                             StockMovement.on_hand_delta, StockMovement.reserved_delta,
+                                             StockMovement.source_ref, StockMovement.note)).all()
+            return sorted(tuple(x) for x in rows)
+
+        run_all(NOW)
+        snaps.append(("first", {**snapshot(since), "ledger": ledger()}))
+        for name, (client, prefix) in clients.items():
+            client.changing = False
+            for p in client.orders.values():  # the copy changed while paging is the platform's state now
+                if p.platform_order_id.endswith(("00", "04", "08", "12", "16")):
+                    p.buyer_message = (p.buyer_message or "") + "（翻页时又改了）"
+                    p.modified_at = NOW + dt.timedelta(minutes=5)
+            changes(client.orders, prefix)
+        run_all(NOW + dt.timedelta(hours=1))
+        snaps.append(("changed", {**snapshot(since), "ledger": ledger()}))
+        for sid in shops.values():
+            db.session.get(Shop, sid).sync_checkpoint = None
+        db.session.commit()
+        run_all(NOW + dt.timedelta(hours=1))
+        snaps.append(("again", {**snapshot(since), "ledger": ledger()}))
+        db.session.remove()
+    return snaps
+
+
+def assert_same(a_snaps: list, b_snaps: list) -> None:
+    assert [s for s, _ in a_snaps] == [s for s, _ in b_snaps]
+    for (step, a), (_, b) in zip(a_snaps, b_snaps):
+        assert a["counts"] == b["counts"], step
+        assert a["orders"].keys() == b["orders"].keys(), step
+        for key in a["orders"]:
+            assert a["orders"][key] == b["orders"][key], (step, key)
+        assert a["customers"] == b["customers"], step
+        assert a["ledger"] == b["ledger"], step
+        assert a["counters"] == b["counters"] == [], step
+
+
+def check_cases(snaps: list) -> None:
+    """The scenario exercises what it should (guards the data, not the paths)."""
+    first = dict(snaps)["first"]["orders"]
+    ta = {pid: o for (shop, pid), o in first.items() if shop == "A店-淘宝"}
+    assert {o["status"] for o in ta.values()} >= {"pending_payment", "to_audit", "shipped", "completed", "closed"}
+    assert ta["TA12"]["is_held"] and ta["TA12"]["status"] == "shipped"
+    assert not ta["TA15"]["is_held"] and ta["TA15"]["holds"] and not any(h[3] for h in ta["TA15"]["holds"])
+    assert ta["TA16"]["customer"] is None and ta["TA17"]["customer"] is None  # masks merge nobody
+    assert any(o["is_returning_customer"] for o in ta.values())
+    assert dict(snaps)["first"]["ledger"] != []
+    assert any(m[1] == "ship" for m in dict(snaps)["first"]["ledger"])
+    changed = dict(snaps)["changed"]["orders"]
+    assert changed[("A店-淘宝", "TA03")]["status"] == "shipped"
+    assert changed[("A店-淘宝", "TA02")]["status"] == "closed"
+    assert dict(snaps)["again"] == dict(snaps)["changed"]
+
+
+def test_bulk_sync_equals_per_order_on_sqlite(template_db, tmp_path):
+    a = _sqlite_app(template_db, tmp_path, "per_order")
+    b = _sqlite_app(template_db, tmp_path, "bulk")
+    try:
+        per_order = scenario(a, False)
+        bulk = scenario(b, True)
+    finally:
+        _dispose(a)
+        _dispose(b)
+    check_cases(bulk)
+    assert_same(per_order, bulk)
+
+
+def test_bulk_sync_equals_per_order_on_postgresql(pg_url, tmp_path):
+    from flask_migrate import upgrade
+
+    from app.services import setup
+
+    a = make_app(tmp_path / "unused_a.db", SQLALCHEMY_DATABASE_URI=pg_url)
+    with a.app_context():
+        upgrade()
+        setup.initialise(admin_password=world.ADMIN_PASSWORD)
+        world.build()
+    _dispose(a)
+    time.sleep(1.1)  # snapshot() reads times after "now - 1 s" as NOW: keep the world's own times apart
+    with _pg_copy(pg_url) as url_b:
+        b = make_app(tmp_path / "unused_b.db", SQLALCHEMY_DATABASE_URI=url_b)
+        try:
+            per_order = scenario(a, False)
+            bulk = scenario(b, True)
+        finally:
+            _dispose(a)
+            _dispose(b)
+    check_cases(bulk)
+    assert_same(per_order, bulk)
+
+
+def test_no_change_page_costs_one_query(ctx, ids):
+    """A page of unchanged orders: one SELECT of the stored checksums, nothing else."""
+    from app.extensions import db
+    from app.models import Shop
+    from app.services import sync
+
+    redis.Redis.from_url(TEST_REDIS_URL).delete(f"oms:sync:shop:{ids['shops']['A']}")
+    shop = db.session.get(Shop, ids["shops"]["A"])
+    shop.app_key, shop.sync_checkpoint, shop.backfill_days = "scripted", None, 1
+    db.session.commit()
+    client = ScriptedClient([po(f"Q{i}") for i in range(30)], page_size=30)
+    sync.sync_shop(shop.id, now=NOW, client=client)
+    shop = db.session.get(Shop, ids["shops"]["A"])
+    ctx_ = sync.RunContext()
+    page = list(client.fetch_changed(NOW - dt.timedelta(days=1), NOW))[0].orders
+    seen = []
+
+    def count(conn, cursor, statement, *rest):
+        seen.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        counts = sync.apply_page(shop, page, ctx_)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)
+    assert counts == {"created": 0, "updated": 0, "unchanged": 30}
+    assert len([q for q in seen if "oms_order" in q]) == 1 and len(seen) == 1, seen
