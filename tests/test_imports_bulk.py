@@ -127,14 +127,13 @@ def admin_id() -> int:
     return appbuilder.sm.find_user(username="admin").id
 
 
-def scenario(app, tmp_path: Path, bulk: bool, tag: str) -> list:
+def scenario(app, tmp_path: Path, bulk: bool, tag: str, since: dt.datetime) -> list:
     """First import, re-import (idempotent), a changed sheet with new orders (updates move
     status through the per-order path), valid rows only with one refused order, and all or
     nothing with the refused order in the last batch. A snapshot after each step."""
     from app.extensions import db
     from app.services.imports import order_import, run_import
 
-    since = dt.datetime.now(UTC) - dt.timedelta(seconds=1)
     snaps = []
     d = tmp_path / tag
     d.mkdir()
@@ -217,11 +216,12 @@ def _dispose(app):
 
 
 def test_bulk_equals_per_order_on_sqlite(template_db, tmp_path):
+    since = dt.datetime.now(UTC) - dt.timedelta(seconds=1)  # times stamped from here on compare as "NOW"
     a = _sqlite_app(template_db, tmp_path, "per_order")
     b = _sqlite_app(template_db, tmp_path, "bulk")
     try:
-        per_order = scenario(a, tmp_path, False, "a")
-        bulk = scenario(b, tmp_path, True, "b")
+        per_order = scenario(a, tmp_path, False, "a", since)
+        bulk = scenario(b, tmp_path, True, "b", since)
     finally:
         _dispose(a)
         _dispose(b)
@@ -240,7 +240,8 @@ def _pg_copy(source_url: str):
     src = source_url.rsplit("/", 1)[1]
     admin = sa.create_engine(TEST_PG_URL.replace("postgresql://", "postgresql+psycopg://"),
                              isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
+    with admin.connect() as conn:  # a template must have no sessions (its app's engine is disposed)
+        conn.execute(sa.text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{src}'"))
         conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{src}"'))
     try:
         yield re.sub(r"/[^/]+$", f"/{name}", source_url)
@@ -256,6 +257,7 @@ def test_bulk_equals_per_order_on_postgresql(pg_url, tmp_path):
 
     from app.services import setup
 
+    since = dt.datetime.now(UTC) - dt.timedelta(seconds=1)  # the world's own stamps too: "NOW" in both
     a = make_app(tmp_path / "unused_a.db", SQLALCHEMY_DATABASE_URI=pg_url)
     with a.app_context():
         upgrade()
@@ -265,8 +267,8 @@ def test_bulk_equals_per_order_on_postgresql(pg_url, tmp_path):
     with _pg_copy(pg_url) as url_b:
         b = make_app(tmp_path / "unused_b.db", SQLALCHEMY_DATABASE_URI=url_b)
         try:
-            per_order = scenario(a, tmp_path, False, "a")
-            bulk = scenario(b, tmp_path, True, "b")
+            per_order = scenario(a, tmp_path, False, "a", since)
+            bulk = scenario(b, tmp_path, True, "b", since)
         finally:
             _dispose(a)
             _dispose(b)
@@ -338,3 +340,22 @@ def run_import_admin(files, **kw):
 
     return run_import(files, user_id=admin_id(), **kw)
 
+
+
+def test_orders_stored_with_the_old_checksum_stay_unchanged(ctx, tmp_path):
+    """Orders imported before the checksum changed (JSON + SHA-256) are recognised as
+    unchanged on re-import, not re-applied one by one."""
+    from app.extensions import db
+    from app.models import Order, OrderEvent
+    from app.services.imports import load, order_import
+
+    path = write_xlsx(tmp_path / "o.xlsx", sheet_rows(12))
+    assert run_import_admin([path]).created == 12
+    for d in order_import.build(load([path]), None):
+        db.session.execute(sa.update(Order).where(Order.platform_order_id == d.pid).values(
+            platform_hash=order_import.legacy_checksum(d)))
+    db.session.commit()
+    events = db.session.scalar(select(sa.func.count()).select_from(OrderEvent))
+    r = run_import_admin([path])
+    assert (r.created, r.updated, r.unchanged) == (0, 0, 12)
+    assert db.session.scalar(select(sa.func.count()).select_from(OrderEvent)) == events

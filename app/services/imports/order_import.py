@@ -47,8 +47,7 @@ ZERO = Decimal("0.00")
 PLATFORM_GROUPS = {"taobao": ("taobao", "tmall"), "pdd": ("pdd",), "jd": ("jd",)}
 PLATFORM_ZH = {"taobao": "淘宝/天猫", "tmall": "天猫", "pdd": "拼多多", "jd": "京东", "douyin": "抖音",
                "manual": "手工"}
-# The checksum's format (1: JSON + SHA-256, before the bulk path): orders stored with an older one look
-# changed once on their next re-import, which finds nothing to change and stores the new checksum.
+# The checksum's format (1: JSON + SHA-256, before the bulk path, still recognised: legacy_checksum).
 _CHECKSUM_VERSION = "2"
 LINE_FIELDS = ("merchant_code", "title", "quantity", "price", "line_total", "line_paid_amount", "line_id")
 
@@ -241,6 +240,23 @@ def checksum(draft: Draft) -> str:
                 parts.append(k)
                 parts.append("\0" if v is None else str(v))
     return hashlib.blake2b("\x1e".join(parts).encode("utf-8"), digest_size=32).hexdigest()
+
+
+def legacy_checksum(draft: Draft) -> str:
+    """The checksum orders imported before the bulk path carry (JSON + SHA-256): an order
+    stored with it and unchanged on the sheet is still recognised as unchanged."""
+    import json
+
+    data = draft.data
+    payload = {k: v for k, v in data.items() if k != "lines"}
+    payload["lines"] = [{k: v for k, v in ln.items() if not k.startswith("_")} for ln in data["lines"]]
+    payload["_refund"], payload["_hold"], payload["_carrier"] = draft.refund, draft.hold, draft.carrier_name
+    text = json.dumps(payload, default=str, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _changed(draft: Draft, stored: str) -> bool:
+    return stored != draft.digest and stored != legacy_checksum(draft)
 
 
 def build(sheets: list[ParsedSheet], default_shop: Optional[str]) -> list[Draft]:
@@ -487,7 +503,7 @@ def apply(drafts: list[Draft], shops: dict, *, user_id: Optional[int], valid_onl
     total = len(drafts)
     existing = _existing(drafts)
     new = [d for d in drafts if (d.shop_id, d.pid) not in existing]
-    changed = [d for d in drafts if existing.get((d.shop_id, d.pid), d.digest) != d.digest]
+    changed = [d for d in drafts if _changed(d, existing.get((d.shop_id, d.pid), d.digest))]
     counts.unchanged = total - len(new) - len(changed)
     skus = _skus(drafts)
     done = counts.unchanged
@@ -528,7 +544,7 @@ def _apply_per_order(drafts, shops, carriers, *, user_id, valid_only, issue, pro
         skus = _skus(batch)
         existing = _existing(batch)
         new = [d for d in batch if (d.shop_id, d.pid) not in existing]
-        changed = [d for d in batch if existing.get((d.shop_id, d.pid), d.digest) != d.digest]
+        changed = [d for d in batch if _changed(d, existing.get((d.shop_id, d.pid), d.digest))]
         counts.unchanged += len(batch) - len(new) - len(changed)
         for d in new:
             try:
