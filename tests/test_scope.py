@@ -169,3 +169,29 @@ def test_anonymous_request_sees_nothing(app, ids):
 
 def test_system_context_sees_everything(ctx, ids):
     assert db.session.query(Order).count() == 6
+
+
+def test_order_of_a_buyer_known_only_in_another_shop_links_to_that_customer(ctx, ids):
+    """A shop-limited user's new order finds the customer of its buyer even when that
+    customer has so far bought only in shops the user does not see (no duplicate)."""
+    from sqlalchemy import func, select as sa_select
+
+    from app.models import Customer, OmsUser, Shop
+    from app.services import orders
+    from app.services.scope import as_user
+    from tests import world
+
+    ops_a = db.session.scalars(sa_select(OmsUser).where(OmsUser.username == "ops_a")).one()
+    shop_a = db.session.get(Shop, ids["shops"]["A"])
+    before = db.session.scalar(sa_select(func.count()).select_from(Customer))
+    with as_user(ops_a.id):
+        order = orders.create_order(shop_a, {
+            "platform_order_id": "LINK-ACROSS-1", "receiver_phone": world.PHONE_B1, "receiver_name": "赵六",
+            "lines": [{"platform_line_id": "1", "merchant_code": "TS-BLK-L", "title": "T恤", "quantity": 1,
+                       "price": "79.00", "paid_amount": "79.00"}]}, source="import")
+        db.session.commit()
+    assert db.session.scalar(sa_select(func.count()).select_from(Customer)) == before
+    from app.models import Order
+
+    b_order = db.session.get(Order, ids["orders"]["261120-000000000000001"])
+    assert order.customer_id == b_order.customer_id

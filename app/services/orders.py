@@ -312,9 +312,14 @@ def link_customer(order: Order) -> Optional[Customer]:
     """One customer across shops: matched by the keyed hash of the receiver phone."""
     if not order.receiver_phone_hash:
         return None
-    customer = db.session.execute(
-        select(Customer).where(Customer.phone_hash == order.receiver_phone_hash)
-    ).scalar_one_or_none()
+    from .scope import as_scope
+
+    # Unscoped: the buyer may so far be known only in shops this user does not see;
+    # the link is made, nothing of the other shops is shown.
+    with as_scope(None):
+        customer = db.session.execute(
+            select(Customer).where(Customer.phone_hash == order.receiver_phone_hash)
+        ).scalar_one_or_none()
     when = order.paid_at or order.platform_created_at or utcnow()
     if customer is None:
         customer = Customer(phone_hash=order.receiver_phone_hash, phone=order.receiver_phone,
