@@ -7,7 +7,6 @@ ledger and the status-tab counters; then a re-sync with changes and a no-change 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from decimal import Decimal
 
 import redis
@@ -111,7 +110,7 @@ def scenario(app, bulk: bool) -> list:
     from app.models import Product, Shop, Sku, StockMovement
     from app.services import sync
 
-    since = dt.datetime.now(UTC) - dt.timedelta(seconds=1)
+    since = dt.datetime.now(UTC)  # times written from now on read as NOW; the world's own stay apart
     snaps = []
     r = redis.Redis.from_url(TEST_REDIS_URL)
     with app.app_context():
@@ -215,7 +214,6 @@ def test_bulk_sync_equals_per_order_on_postgresql(pg_url, tmp_path):
         setup.initialise(admin_password=world.ADMIN_PASSWORD)
         world.build()
     _dispose(a)
-    time.sleep(1.1)  # snapshot() reads times after "now - 1 s" as NOW: keep the world's own times apart
     with _pg_copy(pg_url) as url_b:
         b = make_app(tmp_path / "unused_b.db", SQLALCHEMY_DATABASE_URI=url_b)
         try:
@@ -255,3 +253,42 @@ def test_no_change_page_costs_one_query(ctx, ids):
         sa.event.remove(db.engine, "before_cursor_execute", count)
     assert counts == {"created": 0, "updated": 0, "unchanged": 30}
     assert len([q for q in seen if "oms_order" in q]) == 1 and len(seen) == 1, seen
+
+
+def test_orders_stored_with_the_old_checksum_stay_unchanged(ctx, ids):
+    """Orders synced before the checksum changed (JSON + SHA-256) are not re-applied."""
+    from app.extensions import db
+    from app.models import Order, OrderEvent, Shop
+    from app.services import sync
+
+    redis.Redis.from_url(TEST_REDIS_URL).delete(f"oms:sync:shop:{ids['shops']['A']}")
+    shop = db.session.get(Shop, ids["shops"]["A"])
+    shop.app_key, shop.sync_checkpoint, shop.backfill_days = "scripted", None, 1
+    db.session.commit()
+    client = ScriptedClient([po(f"L{i}") for i in range(3)])
+    sync.sync_shop(shop.id, now=NOW, client=client)
+    for o in db.session.scalars(select(Order).where(Order.platform_order_id.like("L%"))):
+        o.platform_hash = sync.legacy_payload_hash(client.orders[o.platform_order_id])
+    db.session.get(Shop, ids["shops"]["A"]).sync_checkpoint = None
+    db.session.commit()
+    events = db.session.query(OrderEvent).count()
+    run = sync.sync_shop(ids["shops"]["A"], now=NOW, client=client)
+    assert (run.created, run.updated, run.unchanged) == (0, 0, 3)
+    assert db.session.query(OrderEvent).count() == events
+
+
+def test_a_shop_is_due_before_its_interval_so_runs_stay_within_it(ctx, ids):
+    """With the dispatcher every 5 s, a 60 s shop is due from 50 s after its last run, so
+    two runs start at most 55 s apart (an order is in the next run within the interval)."""
+    from app.extensions import db
+    from app.models import Shop, SyncRun
+    from app.models.types import utcnow
+    from app.services import sync
+
+    shop = db.session.get(Shop, ids["shops"]["A"])
+    shop.app_key, shop.sync_interval_seconds, shop.sync_not_before = "scripted", 60, None
+    started = utcnow()
+    db.session.add(SyncRun(shop_id=shop.id, trigger="schedule", status="success", started_at=started))
+    db.session.commit()
+    assert shop.id not in sync.due_shops(now=started + dt.timedelta(seconds=45))
+    assert shop.id in sync.due_shops(now=started + dt.timedelta(seconds=50))

@@ -61,6 +61,16 @@ _order_values = attrgetter(*_ORDER_FIELDS)
 _line_values = attrgetter(*_LINE_FIELDS)
 
 
+def legacy_payload_hash(po: PlatformOrder) -> str:
+    """The checksum orders synced before the BLAKE2b one carry (JSON + SHA-256): such an
+    order, unchanged on the platform, is still recognised as unchanged."""
+    import json
+
+    text = json.dumps(asdict(po), default=lambda v: str(v) if isinstance(v, (Decimal, dt.datetime)) else v,
+                      sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def payload_hash(po: PlatformOrder) -> str:
     """The content of a platform order as 64 hex digits (BLAKE2b over the fields as text;
     str of a Decimal or datetime is exact): an unchanged order is skipped on re-sync."""
@@ -410,13 +420,14 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
         if k == len(rounds):
             rounds.append([])
         rounds[k].append(po)
-    known = existing_hashes(shop.id, list(seen))
+    with db.session.no_autoflush:  # the run's counters and the checkpoint wait for the next commit
+        known = existing_hashes(shop.id, list(seen))
     for batch in rounds:
         new, changed = [], []
         for po in batch:
             digest = payload_hash(po)
             stored = known.get(po.platform_order_id)
-            if stored == digest:
+            if stored == digest or (stored and stored == legacy_payload_hash(po)):
                 counts["unchanged"] += 1
                 continue
             (new if stored is None else changed).append((po, digest))
@@ -567,8 +578,15 @@ class _Interrupted(Exception):
     """Raised by ``stop_after_pages`` (tests, benchmarks) to cut a run short."""
 
 
+# A shop is due this long before its interval has passed: the dispatcher runs every 5 s
+# (app/jobs/schedule.py), so two runs of a shop start at most interval − 10 + 5 s apart,
+# and an order created just after one run's window is in the next within the interval.
+SCHEDULE_SLACK_S = 10
+
+
 def due_shops(now: Optional[dt.datetime] = None) -> list[int]:
-    """Active shops whose interval has passed since their last run and that are not banned."""
+    """Active shops whose interval (less SCHEDULE_SLACK_S) has passed since their last run
+    and that are not banned."""
     now = now or utcnow()
     due = []
     with as_scope(None):
@@ -579,7 +597,8 @@ def due_shops(now: Optional[dt.datetime] = None) -> list[int]:
                 continue
             last = db.session.execute(select(SyncRun.started_at).where(SyncRun.shop_id == shop.id)
                                       .order_by(SyncRun.started_at.desc()).limit(1)).scalar()
-            if last is None or (now - last).total_seconds() >= (shop.sync_interval_seconds or 60):
+            interval = shop.sync_interval_seconds or 60
+            if last is None or (now - last).total_seconds() >= max(interval - SCHEDULE_SLACK_S, interval / 2):
                 due.append(shop.id)
     return due
 
