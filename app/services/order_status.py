@@ -218,6 +218,32 @@ def _reserve_at_payment(order: Order, source: str, user_id: Optional[int]) -> No
     warehouse_choice.reserve(order, user_id=user_id, source=source)
 
 
+def reserve_on_arrival(keys, *, source: str, user_id: Optional[int] = None) -> int:
+    """Orders that arrive already paid (an import, sync) skip the 付款 transition; in a
+    shop that reserves at payment they reserve now, as if paid here (a 缺货 hold when
+    short). ``keys``: (shop_id, platform_order_id) pairs; others are left alone.
+    The caller commits. Returns how many orders were considered."""
+    from sqlalchemy import select, tuple_
+
+    from app.models import Shop
+
+    keys = list(keys)
+    if not keys:
+        return 0
+    pay_shops = set(db.session.scalars(select(Shop.id).where(
+        Shop.id.in_({k[0] for k in keys}), Shop.reserve_at == "payment")))
+    keys = [k for k in keys if k[0] in pay_shops]
+    n = 0
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        for order in db.session.scalars(select(Order).where(
+                tuple_(Order.shop_id, Order.platform_order_id).in_(chunk),
+                Order.status.in_(sorted(HOLDABLE)), Order.is_held.is_(False)).order_by(Order.paid_at, Order.id)):
+            _reserve_at_payment(order, source, user_id)
+            n += 1
+    return n
+
+
 def LIFECYCLE_INDEX(status: str) -> int:
     return LIFECYCLE.index(status) if status in LIFECYCLE else len(LIFECYCLE)
 

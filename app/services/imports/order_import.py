@@ -523,6 +523,8 @@ def apply(drafts: list[Draft], shops: dict, *, user_id: Optional[int], valid_onl
         creator.finish()
     finally:
         creator.close()
+    # Paid orders of shops that reserve at payment reserve now (they skipped 付款 here).
+    order_status.reserve_on_arrival([(d.shop_id, d.pid) for d in new], source="import", user_id=user_id)
     for start in range(0, len(changed), UPDATE_BATCH):
         batch = changed[start:start + UPDATE_BATCH]
         if not _update(batch, skus, carriers, user_id=user_id, valid_only=valid_only, issue=issue, counts=counts):
@@ -560,6 +562,7 @@ def _apply_per_order(drafts, shops, carriers, *, user_id, valid_only, issue, pro
                                    counts=counts):
             return counts
         db.session.flush()
+        order_status.reserve_on_arrival([(d.shop_id, d.pid) for d in new], source="import", user_id=user_id)
         done += len(batch)
         if progress:
             progress(done, total, f"已写入 {done}/{total} 个订单")
