@@ -174,6 +174,16 @@ class Config:
     OMS_REORDER_LEAD_DAYS = float(os.environ.get("OMS_REORDER_LEAD_DAYS", "7") or 7)
     OMS_REORDER_SAFETY_DAYS = float(os.environ.get("OMS_REORDER_SAFETY_DAYS", "7") or 7)
 
+    # --- 快递考核 (services/carrier_scorecard.py) ---
+    # The scorecard's default period and the recommendation's rules: a carrier is
+    # recommended for a province only with at least MIN_PARCELS parcels there, an
+    # exception rate ≤ MAX_EXCEPTION_RATE (%) and a cost per parcel ≤ MAX_COST (元;
+    # empty: ≤ the province's median cost); the fastest (average hours) of those wins.
+    OMS_SCORECARD_DAYS = int(os.environ.get("OMS_SCORECARD_DAYS", "30") or 30)
+    OMS_RECOMMEND_MIN_PARCELS = int(os.environ.get("OMS_RECOMMEND_MIN_PARCELS", "20") or 20)
+    OMS_RECOMMEND_MAX_EXCEPTION_RATE = float(os.environ.get("OMS_RECOMMEND_MAX_EXCEPTION_RATE", "3") or 3)
+    OMS_RECOMMEND_MAX_COST = os.environ.get("OMS_RECOMMEND_MAX_COST", "")
+
 
 class TestConfig(Config):
     TESTING = True

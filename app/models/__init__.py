@@ -13,6 +13,7 @@ from .order import (
 )
 from .product import BundleComponent, Product, Sku
 from .saved_view import SavedView
+from .scorecard import CarrierBillLine, CarrierRate
 from .security import OmsUser, user_shop
 from .shop import Shop
 from .stock_alert import StockAlert, StockAlertRead
@@ -29,4 +30,5 @@ __all__ = [
     "CarrierRule", "EwaybillAccount", "Waybill", "PrintTemplate", "PrintRecord", "PRINT_DOCUMENTS",
     "WAYBILL_STATUSES",
     "Parcel", "ParcelEvent", "LogisticsException", "TRACKING_STATES", "EXCEPTION_REASONS",
+    "CarrierRate", "CarrierBillLine",
 ]

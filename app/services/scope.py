@@ -32,6 +32,7 @@ def _criteria(shop_ids: frozenset[int]):
     )
     from app.models.tracking import LogisticsException, Parcel, ParcelEvent
     from app.models import PrintRecord, Waybill
+    from app.models.scorecard import CarrierBillLine
 
     ids = sorted(shop_ids) or [-1]
 
@@ -64,6 +65,9 @@ def _criteria(shop_ids: frozenset[int]):
         with_loader_criteria(PrintRecord, lambda cls: cls.order_id.in_(
             select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
         with_loader_criteria(Waybill, lambda cls: cls.order_id.in_(
+            select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
+        # 快递账单 lines (issue #6 scorecard): through their parcel's order.
+        with_loader_criteria(CarrierBillLine, lambda cls: cls.order_id.in_(
             select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
     ]
 

@@ -38,6 +38,9 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "CarrierRule": [R, W, D],  # 快递规则
         "Parcel": [R],  # 包裹跟踪
         "LogisticsException": [R, W],  # 物流异常: assign and resolve
+        "CarrierScorecard": [R],  # 快递考核
+        "CarrierRate": [R, W, D],  # 运费价目
+        "CarrierBill": [R, W, D],  # 快递账单
         "Shop": [R, W, "can_sync"],
         "SyncRun": [R],
         "ShopListing": [R, W],
@@ -53,6 +56,7 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Carrier": [R],
         "Parcel": [R],  # 包裹跟踪: "where is my parcel"
         "LogisticsException": [R, W],  # 物流异常: assign and resolve
+        "CarrierScorecard": [R],  # 快递考核 (costs hidden: no finance columns)
         "Jobs": [R],  # 我的任务: their own background jobs
         COLUMN_SCOPE_VIEW: [PERM_PII, PERM_REVEAL],
     },
@@ -68,6 +72,8 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "CarrierRule": [R],  # 快递规则
         "Parcel": [R],  # 包裹跟踪
         "LogisticsException": [R, W],  # 物流异常: assign and resolve
+        "CarrierScorecard": [R],  # 快递考核
+        "CarrierRate": [R],  # 运费价目
         "ShopListing": [R],
         "Jobs": [R],  # 我的任务: their own background jobs
         COLUMN_SCOPE_VIEW: [PERM_PII],
@@ -80,6 +86,9 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Stock": [R],
         "Warehouse": [R],
         "Shop": [R],
+        "CarrierScorecard": [R],  # 快递考核
+        "CarrierRate": [R, W],  # 运费价目
+        "CarrierBill": [R, W, D],  # 快递账单: import the carriers' bills
         "Jobs": [R],  # 我的任务: their own background jobs
         COLUMN_SCOPE_VIEW: [PERM_FINANCE],
     },

@@ -304,7 +304,25 @@
     if (!col.edit_options) { return {}; }
     var values = col.edit_options.map(function (o) { return { label: o.label, value: o.value }; });
     if (col.kind !== "choice") { values.unshift({ label: "（清空）", value: "" }); }
-    return { values: values, autocomplete: true, allowEmpty: true, listOnEmpty: true };
+    var params = { values: values, autocomplete: true, allowEmpty: true, listOnEmpty: true };
+    return col.recommendations ? recommendedParams(col, params) : params;
+  }
+
+  // 快递考核: the carrier recommended for the row's province comes first, with its evidence.
+  function provinceKey(p) {
+    p = String(p || "").trim();
+    var three = p.slice(0, 3);
+    return (three === "黑龙江" || three === "内蒙古") ? three : p.slice(0, 2);
+  }
+
+  function recommendedParams(col, params) {
+    return function (cell) {
+      var rec = col.recommendations[provinceKey(cell.getRow().getData()[col.recommend_by])];
+      if (!rec) { return params; }
+      var values = params.values.filter(function (o) { return o.value !== rec.carrier_id; });
+      values.unshift({ label: "★ " + rec.carrier + "（推荐：" + rec.evidence + "）", value: rec.carrier_id });
+      return Object.assign({}, params, { values: values });
+    };
   }
 
   function selectionColumn() {

@@ -18,6 +18,8 @@ from .logistics import (
     CarrierApi, CarrierRuleView, CarrierView, EwaybillAccountView, PrintRecordView, ScanShipView, WaybillView,
 )
 from .printing import PrintDownloadView, PrintTemplateView
+from .scorecard import CarrierBillLineView, CarrierRateView, CarrierScorecardView
+from . import scorecard as scorecard_views
 from .orders import (
     OrderApi, OrderEventApi, OrderEventView, OrderHoldApi, OrderHoldView, OrderLineApi, OrderLineView,
     OrderView,
@@ -66,6 +68,10 @@ MENU = [
     (ShipmentGridView, "Shipment grid", _l("Shipment grid"), "Logistics", _l("Logistics"), "fa-table"),
     (LogisticsExceptionView, "Logistics exceptions", _l("Logistics exceptions"), "Logistics", _l("Logistics"),
      "fa-exclamation-circle"),
+    (CarrierScorecardView, "Carrier scorecard", _l("Carrier scorecard"), "Logistics", _l("Logistics"),
+     "fa-line-chart"),
+    (CarrierRateView, "Carrier rate card", _l("Carrier rate card"), "Logistics", _l("Logistics"), "fa-jpy"),
+    (CarrierBillLineView, "Carrier bills", _l("Carrier bills"), "Logistics", _l("Logistics"), "fa-file-text-o"),
     (ShopView, "Shops", _l("Shops"), "Settings", _l("Settings"), "fa-shopping-bag"),
     (ShopGridView, "Shop grid", _l("Shop grid"), "Settings", _l("Settings"), "fa-table"),
     (SyncRunView, "Sync runs", _l("Sync runs"), "Settings", _l("Settings"), "fa-exchange"),
@@ -91,3 +97,5 @@ def register_views(appbuilder) -> None:
         appbuilder.add_api(api)
     # 物流跟踪: the public tracking page (no login, rate-limited) and the order page's timeline
     tracking_views.register(appbuilder)
+    # 快递考核: the carrier recommendation on the order page and the carrier rule form
+    scorecard_views.register(appbuilder)

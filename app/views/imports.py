@@ -22,7 +22,7 @@ from app.services.imports.templates import template_profiles, write_template
 
 # What a user must be allowed to write to import each entity (on top of Import.write).
 ENTITY_PERMISSION = {"orders": "Order", "order_items": "Order", "tracking": "Order", "skus": "Product",
-                     "stocktake": "Warehouse", "inbound": "StockDocument"}
+                     "stocktake": "Warehouse", "inbound": "StockDocument", "carrier_bill": "CarrierBill"}
 MODES = {"all": "全部成功才导入（有任何错误就不导入）", "valid": "只导入没有错误的行"}
 
 

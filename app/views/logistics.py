@@ -50,6 +50,9 @@ class CarrierRuleView(OmsModelView):
     class_permission_name = "CarrierRule"
     method_permission_name = dict(VIEW_METHOD_PERMISSIONS, import_rules="write")
     list_template = "logistics/rules_list.html"
+    # The recommended carrier per province (快递考核) beside the form.
+    add_template = "scorecard/rule_add.html"
+    edit_template = "scorecard/rule_edit.html"
     list_title = _l("Carrier rules")
     show_title = _l("Carrier rule")
     add_title = _l("Add carrier rule")

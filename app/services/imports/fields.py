@@ -18,6 +18,7 @@ ENTITIES = {
     "stocktake": "盘点",
     "tracking": "快递单号",
     "inbound": "入库",
+    "carrier_bill": "快递账单",
 }
 
 
@@ -109,6 +110,14 @@ INBOUND_FIELDS = _fields(
     Field("note", "备注", c.short_text(500), "row"),
 )
 
+# 快递账单 (services/carrier_scorecard.py): amounts that override the rate card per parcel.
+CARRIER_BILL_FIELDS = _fields(
+    Field("carrier_name", "快递公司", c.short_text(64), "row"),
+    Field("tracking_number", "快递单号", c.identifier, "row"),
+    Field("weight_kg", "重量(kg)", c._decimal, "row"),
+    Field("amount", "金额", c.money, "row"),
+)
+
 FIELDS_BY_ENTITY = {
     "orders": ORDER_FIELDS,
     "order_items": ORDER_FIELDS,
@@ -116,6 +125,7 @@ FIELDS_BY_ENTITY = {
     "stocktake": STOCKTAKE_FIELDS,
     "tracking": TRACKING_FIELDS,
     "inbound": INBOUND_FIELDS,
+    "carrier_bill": CARRIER_BILL_FIELDS,
 }
 
 # Converter names a profile may set per column (``type = "money"``).

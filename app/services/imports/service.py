@@ -56,7 +56,7 @@ class ImportResult:
     @property
     def summary(self) -> str:
         unit = {"orders": "订单", "order_items": "订单", "skus": "SKU", "stocktake": "盘点行",
-                "tracking": "快递单号", "inbound": "入库行"}.get(self.entity, "记录")
+                "tracking": "快递单号", "inbound": "入库行", "carrier_bill": "账单行"}.get(self.entity, "记录")
         head = (f"{'、'.join(self.profiles)}：共 {self.records} 个{unit}（{self.rows} 行），"
                 f"新增 {self.created}，更新 {self.updated}，未变 {self.unchanged}，失败 {self.failed}")
         if self.issues and not self.applied:
@@ -258,6 +258,19 @@ def _run(sheets: list[ParsedSheet], *, shop, valid_only, user_id, create_shop, p
                 row.bad = True
 
             return other_import.apply_tracking(resolved, rows, user_id=user_id, issue=issue, valid_only=valid_only)
+
+        _rows(sheets[0], result, valid_only, validate, apply)
+    elif entity == "carrier_bill":  # 快递账单 (services/carrier_scorecard.py)
+        from app.services import carrier_scorecard
+
+        resolved = {}
+
+        def validate(ps):
+            resolved.update(carrier_scorecard.validate_bill(ps))
+
+        def apply(ps, rows):
+            return carrier_scorecard.apply_bill(resolved, rows, user_id=user_id,
+                                                source=f"快递账单 {ps.sheet.label}")
 
         _rows(sheets[0], result, valid_only, validate, apply)
     result.issues = [i for ps in sheets for i in ps.issues]
