@@ -35,6 +35,7 @@ VIEWS = {
     "Parcel": "包裹跟踪", "Parcel tracking": "包裹跟踪", "LogisticsException": "物流异常",
     "Logistics exceptions": "物流异常",
     "CarrierRule": "快递规则", "EwaybillAccount": "电子面单账号", "PrintTemplate": "打印模板",
+    "CarrierScorecard": "快递考核", "CarrierRate": "运费价目", "CarrierBill": "快递账单",
 }
 
 
