@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import threading
 import time
 from dataclasses import asdict
 from dataclasses import fields as dc_fields
@@ -449,7 +450,9 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
 
 
 # --- the run ------------------------------------------------------------------
-def _call_with_retries(fn, run: SyncRun, sleep=time.sleep):
+def _call_with_retries(fn, retries: dict, sleep=time.sleep):
+    """``fn()`` retried with backoff; ``retries["n"]`` counts the retries (a plain dict: the
+    calls run in the prefetch thread, which never touches the session)."""
     attempt = 0
     while True:
         try:
@@ -461,7 +464,7 @@ def _call_with_retries(fn, run: SyncRun, sleep=time.sleep):
             wait = exc.retry_after if exc.retry_after is not None else min(2 ** (attempt - 1), 8)
             if wait > MAX_INLINE_WAIT:
                 raise
-            run.retries += 1
+            retries["n"] += 1
             sleep(wait)
 
 
@@ -494,27 +497,48 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
         raise DomainError(f"店铺不存在：{shop_id}")
     client = client or client_for(shop)
     now = now or utcnow()
-    run_ref: dict = {}
-    client.call_policy = lambda fn: _call_with_retries(fn, run_ref["run"], sleep)
+    retries = {"n": 0}
+    stopping = threading.Event()
+
+    def policy(fn):
+        if stopping.is_set():  # the run has ended: a window fetched ahead is not needed
+            raise _Interrupted()
+        return _call_with_retries(fn, retries, sleep)
+
+    client.call_policy = policy
     end_limit = now - client.safety_lag
     start = (shop.sync_checkpoint - client.overlap) if shop.sync_checkpoint else _first_start(shop, now)
     run = SyncRun(shop_id=shop.id, trigger=trigger, status="running", started_at=utcnow(),
                   window_start=start, window_end=end_limit)
     db.session.add(run)
     db.session.commit()
-    run_ref["run"] = run
     ctx = RunContext()
-    total_windows = max(1, int((end_limit - start) / client.max_window) + 1)
-    windows_done = 0
+    windows = []
+    while start < end_limit:
+        end = min(start + client.max_window, end_limit)
+        windows.append((start, end))
+        start = end
+    total_windows = max(1, len(windows))
     pages_done = 0
     last_commit = time.monotonic()
+    # The next window is fetched (HTTP + parsing, no database) in a thread while this one
+    # is applied: the gateway's and the database's work overlap. Each gateway call is
+    # retried in place (client.call_policy); a window is fetched whole before it is
+    # applied, so a call that finally fails leaves nothing half-applied and the checkpoint
+    # where it was. At most one window is fetched ahead.
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oms-sync-fetch")
+
+    def fetch(window):
+        return list(client.fetch_changed(*window))
+
     try:
-        while start < end_limit:
-            end = min(start + client.max_window, end_limit)
-            # Each gateway call is retried in place (client.call_policy); a window is
-            # fetched whole before it is applied, so a call that finally fails leaves
-            # nothing half-applied and the checkpoint where it was.
-            pages = list(client.fetch_changed(start, end))
+        ahead = pool.submit(fetch, windows[0]) if windows else None
+        for i, (_start, end) in enumerate(windows):
+            pages = ahead.result()
+            ahead = pool.submit(fetch, windows[i + 1]) if i + 1 < len(windows) else None
+            run.retries = retries["n"]
             wrote = False
             for page in pages:
                 counts = apply_page(shop, page.orders, ctx, bulk=bulk)
@@ -540,11 +564,10 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
                 db.session.commit()
                 ctx.page_done()
                 last_commit = time.monotonic()
-            windows_done += 1
             if progress:
-                progress(windows_done, total_windows, f"已同步至 {end.isoformat()}")
-            start = end
+                progress(i + 1, total_windows, f"已同步至 {end.isoformat()}")
         run.status = "success"
+        run.retries = retries["n"]
         shop.last_sync_success_at = utcnow()
         shop.last_sync_error = None
         shop.sync_not_before = None
@@ -564,11 +587,16 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
         db.session.rollback()
         run.status = "failed"
         run.error = f"同步出错：{exc}"[:2000]
+        run.retries = retries["n"]
         shop.last_sync_error = run.error
         shop.last_sync_error_at = utcnow()
         run.finished_at = utcnow()
         db.session.commit()
         raise
+    finally:
+        stopping.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+    run.retries = retries["n"]
     run.finished_at = utcnow()
     db.session.commit()
     return run
