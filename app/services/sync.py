@@ -108,7 +108,7 @@ def _order_data(po: PlatformOrder, status: str) -> dict:
         "buyer_message": po.buyer_message, "seller_memo": po.seller_memo, "flag": po.flag,
         "platform_created_at": po.created_at, "paid_at": po.paid_at, "platform_modified_at": po.modified_at,
         "tracking_number": po.tracking_number,
-        "lines": [asdict(line) for line in po.lines],
+        "lines": [dict(zip(_LINE_FIELDS, _line_values(line))) for line in po.lines],  # asdict() deep-copies
     }
 
 
