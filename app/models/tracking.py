@@ -67,7 +67,7 @@ class Parcel(Model):
     kuaidi100_code = Column(String(32), info=col_info(_l("Kuaidi100 code")))
     state = Column(String(20), nullable=False, default="pending", info=col_info(_l("Tracking state")))
     state_code = Column(String(8), info=col_info(_l("Kuaidi100 state")))
-    shipped_at = Column(UTCDateTime, nullable=False, info=col_info(_l("Shipped at")))
+    shipped_at = Column(UTCDateTime, nullable=False, index=True, info=col_info(_l("Shipped at")))
     picked_up_at = Column(UTCDateTime, info=col_info(_l("Picked up at")))
     last_event_at = Column(UTCDateTime, info=col_info(_l("Last event at")))
     signed_at = Column(UTCDateTime, info=col_info(_l("Signed at")))
