@@ -273,6 +273,9 @@ def test_recommendation_where_a_carrier_is_chosen(rec_config, login):
     # the order page
     page = admin.get(f"/orderview/show/{zj_order}").get_data(as_text=True)
     assert "推荐快递" in page and evidence in page
+    # the order edit page, where the carrier is chosen
+    page = admin.get(f"/orderview/edit/{zj_order}").get_data(as_text=True)
+    assert "推荐快递" in page and evidence in page
     # the grid's carrier editor: hints per province
     meta = admin.get("/api/v1/order/grid/meta").get_json()
     carrier_col = next(c for c in meta["columns"] if c["key"] == "carrier.name")

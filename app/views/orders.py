@@ -93,6 +93,7 @@ class OrderView(OmsModelView):
     base_permissions = ["can_read", "can_write", "can_audit", "can_hold", "can_reveal"]
     list_template = "orders/list.html"
     show_template = "orders/show.html"
+    edit_template = "orders/edit.html"  # the carrier recommendation where the carrier is chosen
     list_title = _l("Orders")
     show_title = _l("Order detail")
     edit_title = _l("Edit order")
