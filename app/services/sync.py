@@ -13,6 +13,11 @@
   retried in place with backoff that honours the ban time; a long ban ends the
   run and the scheduler waits until it is over.
 * Unknown merchant codes are stored with an 未匹配商品 hold: nothing is dropped.
+* Set-wise, page by page (:func:`apply_page`): one checksum query per page (unchanged
+  orders cost nothing more); new orders computed in Python in the state the per-order
+  path leaves them and written in bulk (services/bulk_orders.py, shared with the import);
+  the state machine per order only where it may move stock, and for changed orders
+  (loaded in one query per page). The next window is fetched while one is applied.
 """
 from __future__ import annotations
 
