@@ -66,7 +66,7 @@ DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
 XLSX_MAX_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
 MONEY_FORMAT = "0.00"
 TIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
-_FILE_ID = re.compile(r"^[0-9a-f]{32}$")
+from .owned_files import FILE_ID as _FILE_ID  # noqa: E402
 _UTC = dt.timezone.utc
 
 
@@ -346,16 +346,11 @@ def export_file(file_id: str, *, user_id: Optional[int], is_admin: bool,
                 resource: Optional[str] = None) -> ExportFile:
     """A finished export file, for its owner or an admin; anything else is 404 (NotFound),
     so another user cannot even learn the file exists."""
+    from .owned_files import owned_meta
+
     missing = NotFound("导出文件不存在或已过期")
-    if not isinstance(file_id, str) or not _FILE_ID.match(file_id):
-        raise missing
     folder = exports_dir()
-    try:
-        meta = json.loads((folder / f"{file_id}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise missing from None
-    if not is_admin and (user_id is None or meta.get("user_id") != user_id):
-        raise missing
+    meta = owned_meta(folder, file_id, user_id=user_id, is_admin=is_admin, missing=missing.message)
     if resource is not None and meta.get("resource") != resource:
         raise missing
     ext, mimetype = FORMATS.get(meta.get("fmt"), FORMATS["xlsx"])

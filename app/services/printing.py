@@ -813,7 +813,6 @@ def reset_template(document: str) -> bool:
 
 
 # --- print files (the grid's 打印 action) ---------------------------------------------
-_FILE_ID = re.compile(r"^[0-9a-f]{32}$")
 KEEP_HOURS = 24  # a print file carries buyers' PII: kept one day
 
 
@@ -864,18 +863,11 @@ def print_to_file(order_ids: Iterable[int], *, documents: Sequence[str], user_id
 def print_file(file_id: str, *, user_id: Optional[int], is_admin: bool) -> tuple[Path, str]:
     """(path, download name) of a print file, for the user who printed it or an admin;
     anything else is NotFound (another user cannot learn that the file exists)."""
-    import json
+    from .owned_files import owned_meta
 
     missing = NotFound("打印文件不存在或已过期（保留 24 小时）")
-    if not isinstance(file_id, str) or not _FILE_ID.match(file_id):
-        raise missing
     folder = prints_dir()
-    try:
-        meta = json.loads((folder / f"{file_id}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise missing from None
-    if not is_admin and (user_id is None or meta.get("user_id") != user_id):
-        raise missing
+    meta = owned_meta(folder, file_id, user_id=user_id, is_admin=is_admin, missing=missing.message)
     path = folder / f"{file_id}.pdf"
     if not path.is_file():
         raise missing

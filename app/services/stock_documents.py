@@ -389,9 +389,9 @@ def lines_from_file(path, label: str, kind: str) -> list[Line]:
 
 
 # --- the importer's 入库 template (imports/oms_inbound.toml) -----------------------------------------------
-def validate_inbound_import(ps) -> dict:
-    """For services/imports: resolve each row's warehouse and SKU and check its quantity;
-    problems become cell issues. Returns {row index: (warehouse id, sku id)}."""
+def lookup_sheet(ps) -> tuple[dict, dict]:
+    """The warehouses (by name or code) and SKUs (by merchant code) a stock sheet's rows
+    name, each looked up once: ({name or code: Warehouse}, {merchant code: Sku})."""
     names = {r.values.get("warehouse") for r in ps.rows} - {None}
     whs = {}
     if names:
@@ -401,6 +401,13 @@ def validate_inbound_import(ps) -> dict:
     codes = {r.values.get("merchant_code") for r in ps.rows} - {None}
     skus = {s.merchant_code: s for s in db.session.scalars(select(Sku).where(Sku.merchant_code.in_(codes)))} \
         if codes else {}
+    return whs, skus
+
+
+def validate_inbound_import(ps) -> dict:
+    """For services/imports: resolve each row's warehouse and SKU and check its quantity;
+    problems become cell issues. Returns {row index: (warehouse id, sku id)}."""
+    whs, skus = lookup_sheet(ps)
     out = {}
     for row in ps.rows:
         if row.bad:

@@ -6,10 +6,10 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Callable, Optional
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Order, Product, Shop, Sku, Warehouse
+from app.models import Order, Product, Shop, Sku
 from app.services import orders, stock
 
 from .order_import import Counts, resolve_carriers
@@ -94,15 +94,9 @@ def apply_skus(ps: ParsedSheet, rows: list, *, progress=None) -> Counts:
 def validate_stocktake(ps: ParsedSheet) -> dict:
     """Resolve warehouses and SKUs; returns {row index: (warehouse_id, sku_id)}."""
     _required(ps, {"warehouse": "仓库", "merchant_code": "商家编码", "counted": "实盘数量"})
-    names = {r.values.get("warehouse") for r in ps.rows} - {None}
-    whs = {}
-    if names:
-        for w in db.session.scalars(select(Warehouse).where(or_(Warehouse.name.in_(names),
-                                                                 Warehouse.code.in_(names)))):
-            whs[w.name] = whs[w.code] = w
-    codes = {r.values.get("merchant_code") for r in ps.rows} - {None}
-    skus = {s.merchant_code: s for s in db.session.scalars(select(Sku).where(Sku.merchant_code.in_(codes)))} \
-        if codes else {}
+    from app.services.stock_documents import lookup_sheet
+
+    whs, skus = lookup_sheet(ps)
     out = {}
     for row in ps.rows:
         if row.bad:
