@@ -41,3 +41,28 @@ def test_imported_paid_orders_reserve_at_payment_first_paid_first(ctx, tmp_path,
     assert second.is_held and "out_of_stock" in second.active_hold_reasons
     reserved = db.session.scalar(select(func.sum(Stock.reserved)).where(Stock.sku_id == sku.id))
     assert reserved == reserved_before + available
+
+
+def test_synced_paid_orders_reserve_at_payment(ctx):
+    """The same rule for orders that arrive from platform sync already paid."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from app.platforms.base import PlatformLine, PlatformOrder
+    from app.services import sync
+
+    shop = db.session.scalars(select(Shop).where(Shop.name == "A店-淘宝")).one()
+    shop.reserve_at = "payment"
+    db.session.commit()
+    paid = dt.datetime(2026, 11, 21, 2, 0, tzinfo=dt.timezone.utc)
+    po = PlatformOrder(
+        platform_order_id="SYNC-ARR-1", status="to_audit", platform_status="WAIT_SELLER_SEND_GOODS",
+        created_at=paid, paid_at=paid, modified_at=paid, receiver_province="浙江省", receiver_city="杭州市",
+        receiver_district="西湖区", receiver_name="钱七", receiver_phone="13911112222",
+        receiver_address="文三路2号", paid_amount=Decimal("79.00"),
+        lines=[PlatformLine(platform_line_id="1", merchant_code="TS-BLK-L", title="T恤", quantity=1,
+                            price=Decimal("79.00"), paid_amount=Decimal("79.00"))])
+    sync.apply_page(shop, [po], sync.RunContext())
+    db.session.commit()
+    order = db.session.scalars(select(Order).where(Order.platform_order_id == "SYNC-ARR-1")).one()
+    assert order.status == "to_audit" and order.warehouse_id is not None and not order.is_held

@@ -227,6 +227,8 @@ def reserve_on_arrival(keys, *, source: str, user_id: Optional[int] = None) -> i
 
     from app.models import Shop
 
+    from . import stock
+
     keys = list(keys)
     if not keys:
         return 0
@@ -239,6 +241,8 @@ def reserve_on_arrival(keys, *, source: str, user_id: Optional[int] = None) -> i
         for order in db.session.scalars(select(Order).where(
                 tuple_(Order.shop_id, Order.platform_order_id).in_(chunk),
                 Order.status.in_(sorted(HOLDABLE)), Order.is_held.is_(False)).order_by(Order.paid_at, Order.id)):
+            if stock.reserved_by_order(order.id):  # already reserved (it was paid here)
+                continue
             _reserve_at_payment(order, source, user_id)
             n += 1
     return n

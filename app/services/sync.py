@@ -446,6 +446,9 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
                 for po, _d in new:
                     apply_platform_order(shop, po, skus, None)
             counts["created"] += len(new)
+            # paid on arrival, in a shop that reserves at payment: reserve now (缺货 hold if short)
+            db.session.flush()
+            order_status.reserve_on_arrival([(shop.id, po.platform_order_id) for po, _d in new], source="sync")
         if changed:
             _update_changed(shop, changed, ctx)
             counts["updated"] += len(changed)
