@@ -58,6 +58,19 @@ class _DocumentView(BaseView):
         form = {k: request.form.get(k, "") for k in ("warehouse", "source_ref", "note", "lines")}
         return self.render_template(self.template, warehouses=_warehouses(), form=form, **kw)
 
+    def _post(self, run):
+        """The form on GET; on POST ``run()`` the document and flash its summary, or show
+        the form again with the zh error (422)."""
+        if request.method == "GET":
+            return self._render()
+        try:
+            result = run()
+        except (DomainError, ImportFileError) as exc:
+            flash(exc.message, "danger")
+            return self._render(), 422
+        flash(result.summary, "success")
+        return redirect(url_for(f"{type(self).__name__}.form"))
+
 
 class InboundView(_DocumentView):
     """入库: warehouse, SKUs by merchant code with quantities, source document, note."""
@@ -70,20 +83,15 @@ class InboundView(_DocumentView):
     @expose("/", methods=["GET", "POST"])
     @has_access
     def form(self):
-        if request.method == "GET":
-            return self._render()
-        try:
+        def run():
             lines = _upload_lines("inbound")
             if lines is None:
                 lines = stock_documents.parse_text(request.form.get("lines", ""))
-            result = stock_documents.inbound(request.form.get("warehouse"), lines,
-                                             source_ref=request.form.get("source_ref"),
-                                             note=request.form.get("note"), user_id=current_user.id)
-        except (DomainError, ImportFileError) as exc:
-            flash(exc.message, "danger")
-            return self._render(), 422
-        flash(result.summary, "success")
-        return redirect(url_for("InboundView.form"))
+            return stock_documents.inbound(request.form.get("warehouse"), lines,
+                                           source_ref=request.form.get("source_ref"),
+                                           note=request.form.get("note"), user_id=current_user.id)
+
+        return self._post(run)
 
 
 class AdjustView(_DocumentView):
@@ -97,17 +105,10 @@ class AdjustView(_DocumentView):
     @expose("/", methods=["GET", "POST"])
     @has_access
     def form(self):
-        if request.method == "GET":
-            return self._render()
-        try:
-            lines = stock_documents.parse_text(request.form.get("lines", ""), with_reason=True)
-            result = stock_documents.adjust(request.form.get("warehouse"), lines,
-                                            source_ref=request.form.get("source_ref"), user_id=current_user.id)
-        except DomainError as exc:
-            flash(exc.message, "danger")
-            return self._render(), 422
-        flash(result.summary, "success")
-        return redirect(url_for("AdjustView.form"))
+        return self._post(lambda: stock_documents.adjust(
+            request.form.get("warehouse"),
+            stock_documents.parse_text(request.form.get("lines", ""), with_reason=True),
+            source_ref=request.form.get("source_ref"), user_id=current_user.id))
 
 
 class StocktakeView(_DocumentView):
