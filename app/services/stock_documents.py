@@ -404,6 +404,23 @@ def lookup_sheet(ps) -> tuple[dict, dict]:
     return whs, skus
 
 
+def resolve_row(ps, row, whs: dict, skus: dict):
+    """(Warehouse, Sku) of one sheet row, or None after marking the row bad with a zh
+    issue on the cell that names an unknown warehouse or merchant code."""
+    v = row.values
+    wh = whs.get(v["warehouse"])
+    if wh is None:
+        ps.issue(row.index, "warehouse", f"仓库不存在：{v['warehouse']}")
+        row.bad = True
+        return None
+    sku = skus.get(v["merchant_code"])
+    if sku is None:
+        ps.issue(row.index, "merchant_code", f"商家编码不存在：{v['merchant_code']}")
+        row.bad = True
+        return None
+    return wh, sku
+
+
 def validate_inbound_import(ps) -> dict:
     """For services/imports: resolve each row's warehouse and SKU and check its quantity;
     problems become cell issues. Returns {row index: (warehouse id, sku id)}."""
@@ -420,16 +437,10 @@ def validate_inbound_import(ps) -> dict:
                 break
         if row.bad:
             continue
-        wh = whs.get(v["warehouse"])
-        if wh is None:
-            ps.issue(row.index, "warehouse", f"仓库不存在：{v['warehouse']}")
-            row.bad = True
+        found = resolve_row(ps, row, whs, skus)
+        if found is None:
             continue
-        sku = skus.get(v["merchant_code"])
-        if sku is None:
-            ps.issue(row.index, "merchant_code", f"商家编码不存在：{v['merchant_code']}")
-            row.bad = True
-            continue
+        wh, sku = found
         out[row.index] = (wh.id, sku.id)
     return out
 

@@ -94,7 +94,7 @@ def apply_skus(ps: ParsedSheet, rows: list, *, progress=None) -> Counts:
 def validate_stocktake(ps: ParsedSheet) -> dict:
     """Resolve warehouses and SKUs; returns {row index: (warehouse_id, sku_id)}."""
     _required(ps, {"warehouse": "仓库", "merchant_code": "商家编码", "counted": "实盘数量"})
-    from app.services.stock_documents import lookup_sheet
+    from app.services.stock_documents import lookup_sheet, resolve_row
 
     whs, skus = lookup_sheet(ps)
     out = {}
@@ -102,16 +102,10 @@ def validate_stocktake(ps: ParsedSheet) -> dict:
         if row.bad:
             continue
         v = row.values
-        wh = whs.get(v["warehouse"])
-        if wh is None:
-            ps.issue(row.index, "warehouse", f"仓库不存在：{v['warehouse']}")
-            row.bad = True
+        found = resolve_row(ps, row, whs, skus)
+        if found is None:
             continue
-        sku = skus.get(v["merchant_code"])
-        if sku is None:
-            ps.issue(row.index, "merchant_code", f"商家编码不存在：{v['merchant_code']}")
-            row.bad = True
-            continue
+        wh, sku = found
         if sku.is_bundle:
             ps.issue(row.index, "merchant_code", f"{sku.merchant_code} 是组合装，没有自己的库存，请盘点组成商品")
             row.bad = True
