@@ -48,6 +48,7 @@ PAGES = [
     "/stock/inbound/",
     "/stock/adjust/",
     "/stock/stocktake/",
+    "/stock/return/",
     "/piiaccesslogview/list/",
     "/parcelview/list/",
     "/logisticsexceptionview/list/",

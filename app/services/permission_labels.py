@@ -31,7 +31,7 @@ VIEWS = {
     "AuthDBView": "登录", "LocaleView": "语言", "SwaggerView": "接口文档", "MenuApi": "菜单接口",
     "OmsUserDBModelView": "用户", "UtilView": "工具", "OpenApi": "接口规范",
     "JobsView": "后台任务",
-    "StockDocument": "库存单据（入库、调整、盘点）",
+    "StockDocument": "库存单据（入库、调整、盘点、退货入库）",
     "Parcel": "包裹跟踪", "Parcel tracking": "包裹跟踪", "LogisticsException": "物流异常",
     "Logistics exceptions": "物流异常",
     "CarrierRule": "快递规则", "EwaybillAccount": "电子面单账号", "PrintTemplate": "打印模板",

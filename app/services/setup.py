@@ -67,7 +67,7 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "Product": [R],
         "Stock": [R],
         "Warehouse": [R, W],
-        "StockDocument": [W],  # 入库, 调整, 盘点 (every page of them is a write)
+        "StockDocument": [W],  # 入库, 调整, 盘点, 退货入库 (every page of them is a write)
         "Carrier": [R, W],
         "CarrierRule": [R],  # 快递规则
         "Parcel": [R],  # 包裹跟踪

@@ -44,7 +44,8 @@ from .scope import as_scope
 
 log = logging.getLogger(__name__)
 
-KINDS = {"inbound": ("入库", "RK"), "adjust": ("调整", "TZ"), "stocktake": ("盘点", "PD")}
+KINDS = {"inbound": ("入库", "RK"), "adjust": ("调整", "TZ"), "stocktake": ("盘点", "PD"),
+         "return": ("退货入库", "TH")}  # return: services/stock_returns.py
 MAX_LINES = 5000
 
 

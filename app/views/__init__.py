@@ -25,7 +25,9 @@ from .orders import (
     OrderView,
 )
 from .shops import ShopApi, ShopView
-from .stock_pages import AdjustView, InboundView, StockAlertView, StocktakeView  # also the stock ORM hooks
+from .stock_pages import (  # also the stock ORM hooks
+    AdjustView, InboundView, ReturnView, StockAlertView, StocktakeView,
+)
 from .sync import SyncRunApi, SyncRunView
 from .tracking import LogisticsExceptionApi, LogisticsExceptionView, ParcelApi, ParcelEventView, ParcelView
 from . import tracking as tracking_views
@@ -56,6 +58,7 @@ MENU = [
     (InboundView, "Inbound", _l("Inbound"), "Inventory", _l("Inventory"), "fa-sign-in"),
     (AdjustView, "Stock adjustment", _l("Stock adjustment"), "Inventory", _l("Inventory"), "fa-sliders"),
     (StocktakeView, "Stocktake", _l("Stocktake"), "Inventory", _l("Inventory"), "fa-check-square-o"),
+    (ReturnView, "Return receipt", _l("Return receipt"), "Inventory", _l("Inventory"), "fa-undo"),
     (CarrierView, "Carriers", _l("Carriers"), "Logistics", _l("Logistics"), "fa-truck"),
     (ScanShipView, "Scan to ship", _l("Scan to ship"), "Logistics", _l("Logistics"), "fa-barcode"),
     (CarrierRuleView, "Carrier rules", _l("Carrier rules"), "Logistics", _l("Logistics"), "fa-random"),

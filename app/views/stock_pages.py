@@ -1,4 +1,5 @@
-"""库存 pages: 入库, 调整, 盘点 (stock documents, services/stock_documents.py) and 库存预警
+"""库存 pages: 入库, 调整, 盘点 (stock documents, services/stock_documents.py), 退货入库
+(services/stock_returns.py) and 库存预警
 with the navbar notification area (services/stock_alerts.py). Thin: parse the form,
 call the service, render its result or its zh error."""
 from __future__ import annotations
@@ -16,8 +17,8 @@ from sqlalchemy import select
 
 # The ORM hooks of these services (re-match on mapping changes, alert evaluation after
 # stock commits) must be registered in every process that builds the app.
-from app.services import sku_mapping, stock_alerts, stock_documents  # noqa: F401
-from app.services.errors import DomainError
+from app.services import sku_mapping, stock_alerts, stock_documents, stock_returns  # noqa: F401
+from app.services.errors import DomainError, NotFound
 from app.services.imports import ImportFileError
 
 DOC_PERMISSION = "StockDocument"
@@ -157,6 +158,86 @@ class StocktakeView(_DocumentView):
             return redirect(url_for("StocktakeView.form"))
         flash(result.summary, "success")
         return redirect(url_for("StocktakeView.form"))
+
+
+class ReturnView(BaseView):
+    """退货入库: type an 订单号, see its shipped lines (shipped, returned, returnable), enter
+    the quantities that came back, the warehouse, source document and reason."""
+
+    route_base = "/stock/return"
+    class_permission_name = DOC_PERMISSION
+    method_permission_name = {"form": "write"}
+    default_view = "form"
+
+    def _sheet_page(self, number: str, order_id, status: int = 200):
+        """The page for an 订单号 (or an order id): the lookup form, a choice of shops, or the
+        order's lines; a zh error when it is not found."""
+        sheet, choices, error = None, [], None
+        try:
+            if order_id:
+                sheet = stock_returns.return_sheet(int(order_id))
+            elif number.strip():
+                choices = stock_returns.find_orders(number)
+                if not choices:
+                    raise NotFound(f"订单不存在：{number.strip()}", "order")
+                if len(choices) == 1:
+                    sheet, choices = stock_returns.return_sheet(choices[0]), []
+        except ValueError:
+            error = f"订单不存在：{order_id}"
+        except DomainError as exc:
+            error = exc.message
+        if error:
+            flash(error, "danger")
+            status = 404 if status == 200 else status
+        quantities = {k[4:]: v for k, v in request.form.items() if k.startswith("qty_")}
+        form = {k: request.form.get(k, "") for k in ("warehouse", "source_ref", "note")}
+        if sheet is not None and request.method == "GET":
+            form["warehouse"] = str(sheet.warehouse_id or "")
+            quantities = {str(ln.line_id): (str(ln.returnable) if ln.returnable else "") for ln in sheet.lines}
+        return self.render_template("stock/return.html", number=number or (sheet.order.platform_order_id if sheet
+                                                                             else ""),
+                                    sheet=sheet, choices=choices, warehouses=_warehouses(), form=form,
+                                    quantities=quantities), status
+
+    @expose("/", methods=["GET", "POST"])
+    @has_access
+    def form(self):
+        if request.method == "GET":
+            return self._sheet_page(request.args.get("order", ""), request.args.get("order_id"))
+        order_id = request.form.get("order_id", "")
+        try:
+            quantities = {k[4:]: v for k, v in request.form.items() if k.startswith("qty_")}
+            result = stock_returns.receive_return(int(order_id), quantities, warehouse=request.form.get("warehouse"),
+                                                  note=request.form.get("note"),
+                                                  source_ref=request.form.get("source_ref"),
+                                                  user_id=current_user.id)
+        except ValueError:
+            flash("请先输入订单号查询订单", "danger")
+            return self._sheet_page("", None, 422)
+        except DomainError as exc:
+            flash(exc.message, "danger")
+            return self._sheet_page("", order_id, 422)
+        flash(result.summary, "success")
+        return redirect(url_for("ReturnView.form", order_id=result.order_id))
+
+    def create_blueprint(self, appbuilder, *args, **kwargs):
+        blueprint = super().create_blueprint(appbuilder, *args, **kwargs)
+        sm = appbuilder.sm
+
+        def return_url(order_id):
+            """The 退货入库 page of a shipped order, for users who may book returns; else None."""
+            try:
+                if not sm.has_access("can_write", DOC_PERMISSION):
+                    return None
+                order = stock_returns.get_order(int(order_id))
+                if not stock_returns.has_shipped(order):
+                    return None
+            except Exception:  # a link must never break the order page
+                return None
+            return url_for("ReturnView.form", order_id=order.id)
+
+        blueprint.app_context_processor(lambda: {"oms_return_url": return_url})
+        return blueprint
 
 
 class StockAlertView(BaseView):
