@@ -56,9 +56,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from app.extensions import db
-from app.models import Carrier, Order, OrderEvent, OrderLine, Sku, Warehouse
+from app.models import Carrier, Order, OrderEvent, OrderLine, Warehouse
 
-from . import grid, order_status
+from . import grid, order_status, sku_mapping
 from . import orders as order_service
 from .errors import DomainError, IllegalTransition, ValidationError
 from .order_status import HOLD_ZH, STATUS_ZH
@@ -183,13 +183,13 @@ def _hold(order: Order, params: dict, ctx: Context) -> None:
 
 
 def _rematch_lines(order: Order) -> list[str]:
-    """Link lines whose merchant code now has a SKU; return the codes still unmatched."""
+    """Link lines whose merchant code now has a SKU (services/sku_mapping.py's rule); return
+    the codes still unmatched."""
     missing = [ln for ln in order.lines if ln.sku_id is None and ln.sku is None]
     if not missing:
         return []
-    codes = {ln.merchant_code for ln in missing if ln.merchant_code}
-    skus = {s.merchant_code: s for s in db.session.scalars(select(Sku).where(Sku.merchant_code.in_(codes)))} \
-        if codes else {}
+    # the SKU of each code, or the one this shop's listings map it to
+    skus = sku_mapping.resolve(order.shop_id, (ln.merchant_code for ln in missing))
     still = []
     for ln in missing:
         sku = skus.get(ln.merchant_code)

@@ -115,7 +115,9 @@ def _quantity(value, field: str, label: str) -> int:
 
 def prepare(draft, shop, skus: dict, carrier_id: Optional[int], max_text: int) -> Prepared:
     """``create_one`` + ``create_order`` without the ORM: the order's values, lines and holds,
-    validated the same way (raises ValidationError with create_order's message)."""
+    validated the same way (raises ValidationError with create_order's message). ``skus``:
+    this shop's merchant code → SKU (``sku_mapping.SkuCatalogue.for_shop``: the SKU's own
+    code, else the shop's listing mapping), ORM SKUs or plain values with id, cost_price, name."""
     data = draft.data
     pid = str(data.get("platform_order_id") or "").strip()
     if not pid:

@@ -18,7 +18,7 @@ from app.models import (
 )
 from app.models.types import utcnow
 
-from . import columns, crypto, order_status
+from . import columns, crypto, order_status, sku_mapping
 from .errors import DomainError, NotFound, ValidationError
 from .stock import OutOfStock
 from .validation import (
@@ -249,8 +249,11 @@ def create_order(shop: Shop, data: dict, *, source: str = "import",
                  trusted: bool = False) -> Order:
     """Build a validated order with its lines and first event; the caller commits.
 
-    ``data`` uses our field names; ``lines`` is a list of dicts. An unknown
-    merchant code is kept and the order is held as 未匹配商品, never dropped.
+    ``data`` uses our field names; ``lines`` is a list of dicts. Each line's SKU is
+    found by services/sku_mapping.py's rule (its own code, else this shop's listing
+    mapping); ``skus_by_code`` (a caller creating many orders): that lookup for this
+    shop, ``SkuCatalogue.for_shop``. An unknown merchant code is kept and the order is
+    held as 未匹配商品, never dropped.
     ``trusted`` (platform sync): the phone is stored as the platform sent it,
     which may be masked (151********), instead of being refused.
     """
@@ -260,10 +263,9 @@ def create_order(shop: Shop, data: dict, *, source: str = "import",
     status = check_choice(data.get("status", "pending_payment"), ORDER_STATUSES, "status", "订单状态")
     if shop.platform not in PLATFORMS:
         raise ValidationError(f"「平台」的值无效：{shop.platform}", "platform")
-    if skus_by_code is None:
-        codes = {(ln.get("merchant_code") or "").strip() for ln in data.get("lines", [])} - {""}
-        skus_by_code = {s.merchant_code: s for s in db.session.scalars(
-            select(Sku).where(Sku.merchant_code.in_(codes)))} if codes else {}
+    if skus_by_code is None:  # the SKU of each code, or the one this shop's listings map it to
+        skus_by_code = sku_mapping.resolve(
+            shop.id, {(ln.get("merchant_code") or "").strip() for ln in data.get("lines", [])})
     lines = [_line_from(ln, i, skus_by_code) for i, ln in enumerate(data.get("lines", []), start=1)]
     order = Order(
         shop=shop, platform=shop.platform, platform_order_id=pid, status=status,

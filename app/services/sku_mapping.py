@@ -3,10 +3,15 @@ as 未匹配商品 when the mapping changes.
 
 The rule for one order line (shop S, merchant code C):
 
-1. the SKU whose 商家编码 is C (what sync and import use when they create the line);
+1. the SKU whose 商家编码 is C;
 2. otherwise the SKU that shop S's listings (店铺商品) with merchant code C are mapped
    to, when they all agree on one SKU (a listing mapped by hand to a SKU with
    another code: many listings → one SKU).
+
+One implementation (:class:`SkuCatalogue`) serves every path: the paths that create
+order lines (``orders.create_order``, the platform sync, the order import, per order
+and in bulk) load it once per run, import or page and look each line up in one dict;
+:func:`resolve` (re-matching) is the same thing for one shop and a few codes.
 
 A line *matches* when it is linked to a SKU that can be stocked: a plain SKU, or a
 bundle (组合装) that has its components defined. A bundle without components is not
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Iterable, Optional
 
 from sqlalchemy import event, inspect, or_, select, tuple_
@@ -62,26 +68,92 @@ def _stockable(sku_ids: Iterable[int]) -> set[int]:
     return plain | bundles
 
 
+LOOKUP_CHUNK = 5000  # codes per IN (…) of a lookup
+
+# What the paths that cannot keep ORM objects across commits (the sync's bulk path) get.
+_PLAIN = (Sku.id, Sku.merchant_code, Sku.cost_price, Sku.name, Sku.is_bundle)
+
+
+class SkuCatalogue:
+    """The rule of this module for many order lines at once, loaded in two queries (per
+    chunk of LOOKUP_CHUNK codes): the SKUs by merchant code (rule 1) and the listing codes
+    of each shop that map to exactly one SKU (rule 2). :meth:`for_shop` is one shop's
+    lookup, a plain dict merchant code → SKU: one dict lookup per line.
+
+    Values are ORM ``Sku`` objects, or with ``orm=False`` plain values with the attributes
+    ``id``, ``merchant_code``, ``cost_price``, ``name`` and ``is_bundle`` (they survive a
+    commit). A SKU found through a listing is the same value as when found by its own code
+    (a bundle stays a bundle: the line is linked to it, its cost price, no hold)."""
+
+    def __init__(self, by_code: dict, listed: dict):
+        self.by_code = by_code  # rule 1: merchant code → SKU
+        self._listed = listed  # rule 2: shop id → {listing code → SKU}, codes no SKU has
+        self._shops: dict = {}
+
+    @classmethod
+    def load(cls, codes: Optional[Iterable[str]] = None, *, shop_ids: Optional[Iterable[int]] = None,
+             orm: bool = True) -> "SkuCatalogue":
+        """The SKUs of these merchant codes (None: every SKU) and the listing mappings of
+        these shops (None: every shop) for those codes."""
+        by_code: dict = {}
+        by_id: dict = {}
+
+        def value(row, at: int = 0):
+            if orm:
+                return row[at]
+            sid = row[at]
+            sku = by_id.get(sid)
+            if sku is None:
+                sku = SimpleNamespace(id=sid, merchant_code=row[at + 1], cost_price=row[at + 2],
+                                      name=row[at + 3], is_bundle=row[at + 4])
+            return sku
+
+        entity = (Sku,) if orm else _PLAIN
+        if codes is None:
+            chunks: list = [None]
+        else:
+            wanted = sorted({c for c in codes if c})
+            chunks = [wanted[i:i + LOOKUP_CHUNK] for i in range(0, len(wanted), LOOKUP_CHUNK)]
+        shops = None if shop_ids is None else sorted({s for s in shop_ids if s is not None})
+        for chunk in chunks:
+            q = select(*entity)
+            if chunk is not None:
+                q = q.where(Sku.merchant_code.in_(chunk))
+            for row in db.session.execute(q):
+                sku = value(row)
+                by_code[sku.merchant_code] = by_id[sku.id] = sku
+        mapped: dict = {}
+        for chunk in chunks if shops != [] else ():
+            # A listing whose code is its own SKU's code adds nothing to rule 1: only the others.
+            q = (select(ShopListing.shop_id, ShopListing.merchant_code, *entity)
+                 .join(Sku, Sku.id == ShopListing.sku_id)
+                 .where(ShopListing.merchant_code != Sku.merchant_code, ShopListing.merchant_code != ""))
+            if chunk is not None:
+                q = q.where(ShopListing.merchant_code.in_(chunk))
+            if shops is not None:
+                q = q.where(ShopListing.shop_id.in_(shops))
+            for row in db.session.execute(q):
+                sku = value(row, 2)
+                sku = by_id.setdefault(sku.id, sku)
+                mapped.setdefault((row[0], row[1]), {})[sku.id] = sku
+        listed: dict = {}
+        for (shop_id, code), skus in mapped.items():
+            if len(skus) == 1 and code not in by_code:  # all agree on one SKU; rule 1 first
+                listed.setdefault(shop_id, {})[code] = next(iter(skus.values()))
+        return cls(by_code, listed)
+
+    def for_shop(self, shop_id: Optional[int]) -> dict:
+        """Merchant code → SKU for lines of this shop (a dict: ``.get(code)``)."""
+        view = self._shops.get(shop_id)
+        if view is None:
+            extra = self._listed.get(shop_id)
+            view = self._shops[shop_id] = {**extra, **self.by_code} if extra else self.by_code
+        return view
+
+
 def resolve(shop_id: int, codes: Iterable[str]) -> dict[str, Sku]:
     """Merchant code → SKU for lines of this shop, by the rule in the module docstring."""
-    codes = sorted({c for c in codes if c})
-    if not codes:
-        return {}
-    found = {s.merchant_code: s for s in db.session.scalars(select(Sku).where(Sku.merchant_code.in_(codes)))}
-    rest = [c for c in codes if c not in found]
-    if rest:
-        mapped: dict[str, set[int]] = {}
-        for code, sku_id in db.session.execute(
-                select(ShopListing.merchant_code, ShopListing.sku_id)
-                .where(ShopListing.shop_id == shop_id, ShopListing.merchant_code.in_(rest),
-                       ShopListing.sku_id.is_not(None))):
-            mapped.setdefault(code, set()).add(sku_id)
-        for code, ids in mapped.items():
-            if len(ids) == 1:
-                sku = db.session.get(Sku, next(iter(ids)))
-                if sku is not None:
-                    found[code] = sku
-    return found
+    return SkuCatalogue.load(codes, shop_ids=[shop_id]).for_shop(shop_id)
 
 
 def _unmatched_lines(order: Order, stockable: set[int]) -> list[OrderLine]:

@@ -12,7 +12,9 @@
 * One sync per shop at a time (a Redis lock); transient platform errors are
   retried in place with backoff that honours the ban time; a long ban ends the
   run and the scheduler waits until it is over.
-* Unknown merchant codes are stored with an 未匹配商品 hold: nothing is dropped.
+* Each line's SKU: its merchant code's, else the one the shop's listings map that code
+  to (services/sku_mapping.py, loaded once per run); unknown merchant codes are stored
+  with an 未匹配商品 hold: nothing is dropped.
 * Set-wise, page by page (:func:`apply_page`): one checksum query per page (unchanged
   orders cost nothing more); new orders computed in Python in the state the per-order
   path leaves them and written in bulk (services/bulk_orders.py, shared with the import);
@@ -38,12 +40,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from app.extensions import db
-from app.models import Order, OrderEvent, OrderLine, Shop, Sku, SyncRun
+from app.models import Order, OrderEvent, OrderLine, Shop, SyncRun
 from app.models.types import utcnow
 from app.platforms import PlatformError, PlatformOrder, client_for
 from app.platforms.base import PlatformLine
 
-from . import bulk_orders, order_status, orders
+from . import bulk_orders, order_status, orders, sku_mapping
 from .errors import DomainError
 from .scope import as_scope
 
@@ -271,24 +273,29 @@ def _after_create_or_update(order: Order, po: PlatformOrder, *, created: bool) -
 
 # --- applying a page set-wise -------------------------------------------------------------
 class RunContext:
-    """What one run keeps between pages: the SKUs by merchant code as plain values (for the
-    bulk path; the ORM objects are loaded once per page only when the per-order path needs
-    them, since every commit expires them)."""
+    """What one run keeps between pages: the SKU catalogue (services/sku_mapping.py: SKUs by
+    merchant code and the shop's listing mappings) as plain values, for the bulk path; the
+    ORM objects are loaded once per page only when the per-order path needs them, since
+    every commit expires them. ``shop_id``: the run's shop (None: every shop's listings)."""
 
-    def __init__(self):
-        self.skus = {code: SimpleNamespace(id=sid, merchant_code=code, cost_price=cost, name=name)
-                     for sid, code, cost, name in db.session.execute(
-                         select(Sku.id, Sku.merchant_code, Sku.cost_price, Sku.name))}
+    def __init__(self, shop_id: Optional[int] = None):
+        self._shop_ids = None if shop_id is None else [shop_id]
+        self.catalogue = sku_mapping.SkuCatalogue.load(shop_ids=self._shop_ids, orm=False)
         self.max_text = current_app.config.get("OMS_MAX_TEXT", 2000) if has_app_context() else 2000
         self._orm = None
 
-    def orm_skus(self) -> dict:
+    def skus(self, shop_id: int) -> dict:
+        """Merchant code → SKU (plain values) for lines of this shop."""
+        return self.catalogue.for_shop(shop_id)
+
+    def orm_skus(self, shop_id: int) -> dict:
+        """Merchant code → ``Sku`` for lines of this shop (loaded again after a commit)."""
         if self._orm is None:
-            self._orm = {s.merchant_code: s for s in db.session.scalars(select(Sku))}
-        return self._orm
+            self._orm = sku_mapping.SkuCatalogue.load(shop_ids=self._shop_ids)
+        return self._orm.for_shop(shop_id)
 
     def page_done(self) -> None:
-        self._orm = None  # the commit expires them: reload in one query when needed again
+        self._orm = None  # the commit expires them: reload (two queries) when needed again
 
 
 def _stocked_skus() -> set:
@@ -380,8 +387,9 @@ def _create_new(shop: Shop, items: list, ctx: RunContext) -> None:
     whose SKUs have stock somewhere (the state machine deducts it: per order)."""
     stocked = None
     plans: list = []
+    skus = ctx.skus(shop.id)
     for po, digest in items:
-        p = plan_new(shop, po, digest, ctx.skus, ctx.max_text)
+        p = plan_new(shop, po, digest, skus, ctx.max_text)
         if p.ships and any(ln["sku_id"] for ln in p.lines):
             if stocked is None:
                 stocked = _stocked_skus()
@@ -389,7 +397,7 @@ def _create_new(shop: Shop, items: list, ctx: RunContext) -> None:
                 if plans:
                     _write_new(plans)
                     plans = []
-                apply_platform_order(shop, po, ctx.orm_skus(), None)
+                apply_platform_order(shop, po, ctx.orm_skus(shop.id), None)
                 db.session.flush()
                 continue
         plans.append(p)
@@ -404,7 +412,7 @@ def _update_changed(shop: Shop, items: list, ctx: RunContext) -> None:
     loaded = {o.platform_order_id: o for o in db.session.scalars(
         select(Order).where(Order.shop_id == shop.id, Order.platform_order_id.in_(pids))
         .options(selectinload(Order.lines), selectinload(Order.holds)))}
-    skus = ctx.orm_skus()
+    skus = ctx.orm_skus(shop.id)
     for po, digest in items:
         _apply_update(loaded[po.platform_order_id], po, digest, skus)
 
@@ -442,7 +450,7 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
             if bulk:
                 _create_new(shop, new, ctx)
             else:
-                skus = ctx.orm_skus()
+                skus = ctx.orm_skus(shop.id)
                 for po, _d in new:
                     apply_platform_order(shop, po, skus, None)
             counts["created"] += len(new)
@@ -520,7 +528,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
                   window_start=start, window_end=end_limit)
     db.session.add(run)
     db.session.commit()
-    ctx = RunContext()
+    ctx = RunContext(shop.id)
     windows = []
     while start < end_limit:
         end = min(start + client.max_window, end_limit)

@@ -44,13 +44,15 @@ class Creator(BulkWriter):
         key_of = self.key_of
         self.load_customers_by_hash([key_of(d, d.data.get("receiver_phone")) for d in drafts])
 
-    def create(self, drafts: list, shops: dict, skus: dict, carriers: dict) -> tuple[int, int]:
+    def create(self, drafts: list, shops: dict, skus, carriers: dict) -> tuple[int, int]:
         """Validate and queue one batch; returns (created, failed). All or nothing (not
-        ``valid_only``): the first refused draft stops before its batch is written."""
+        ``valid_only``): the first refused draft stops before its batch is written.
+        ``skus``: the import's ``sku_mapping.SkuCatalogue`` (each draft gets its shop's lookup)."""
         prepared, failed = [], 0
         for d in drafts:
             try:
-                prepared.append(prepare(d, shops[d.shop_id], skus, carriers.get(d.carrier_name), self.max_text))
+                prepared.append(prepare(d, shops[d.shop_id], skus.for_shop(d.shop_id),
+                                        carriers.get(d.carrier_name), self.max_text))
             except ValidationError as exc:
                 self.issue(d, exc.message)
                 failed += 1

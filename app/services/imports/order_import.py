@@ -7,7 +7,9 @@ Applying a draft:
   statements, COPY on PostgreSQL, one query per batch for customers), directly in the
   status the sheet gives, with the sheet's times (history: no stock is moved for an
   order that was shipped before it was imported, as for the demo's recorded history);
-  unknown merchant codes give an 未匹配商品 hold. The rows are the ones
+  each line's SKU by services/sku_mapping.py's rule (its own merchant code, else the
+  shop's listing mapping; one catalogue per import); unknown merchant codes give an
+  未匹配商品 hold. The rows are the ones
   ``orders.create_order`` (source ``import``) would write — ``bulk=False`` still takes
   that path, one order at a time, and the tests compare the two;
 * a known order (same shop + platform order id) whose content is unchanged
@@ -31,10 +33,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from app.extensions import db
-from app.models import Carrier, Order, OrderEvent, Shop, Sku
+from app.models import Carrier, Order, OrderEvent, Shop
 from app.platforms.base import PlatformLine, PlatformOrder
 from app.platforms.common import unique_line_ids
-from app.services import order_status, orders, sync
+from app.services import order_status, orders, sku_mapping, sync
 from app.services.errors import DomainError, ValidationError
 from app.services.validation import check_phone
 
@@ -443,16 +445,16 @@ def _existing(drafts: list[Draft]) -> dict:
     return out
 
 
-def _skus(drafts: list[Draft]) -> dict:
-    codes = sorted({ln["merchant_code"] for d in drafts for ln in d.data["lines"] if ln["merchant_code"]})
-    out = {}
-    for i in range(0, len(codes), LOOKUP_CHUNK):
-        for s in db.session.scalars(select(Sku).where(Sku.merchant_code.in_(codes[i:i + LOOKUP_CHUNK]))):
-            out[s.merchant_code] = s
-    return out
+def _skus(drafts: list[Draft]) -> sku_mapping.SkuCatalogue:
+    """The SKUs of the drafts' merchant codes and their shops' listing mappings (chunked
+    lookups); ``.for_shop(shop_id)`` is one shop's code → SKU."""
+    return sku_mapping.SkuCatalogue.load(
+        {ln["merchant_code"] for d in drafts for ln in d.data["lines"] if ln["merchant_code"]},
+        shop_ids={d.shop_id for d in drafts})
 
 
-def _update(changed: list[Draft], skus: dict, carriers: dict, *, user_id, valid_only, issue, counts) -> bool:
+def _update(changed: list[Draft], skus: sku_mapping.SkuCatalogue, carriers: dict, *, user_id, valid_only, issue,
+            counts) -> bool:
     """The per-order update steps for changed orders; False: stop (all or nothing failed)."""
     by_shop: dict = {}
     for d in changed:
@@ -467,7 +469,7 @@ def _update(changed: list[Draft], skus: dict, carriers: dict, *, user_id, valid_
         order = loaded[(d.shop_id, d.pid)]
         try:
             with (db.session.begin_nested() if valid_only else contextlib.nullcontext()):
-                update_one(order, d, skus, carriers.get(d.carrier_name), user_id)
+                update_one(order, d, skus.for_shop(d.shop_id), carriers.get(d.carrier_name), user_id)
             counts.updated += 1
         except DomainError as exc:
             issue(d, exc.message)
@@ -551,7 +553,8 @@ def _apply_per_order(drafts, shops, carriers, *, user_id, valid_only, issue, pro
         for d in new:
             try:
                 with (db.session.begin_nested() if valid_only else contextlib.nullcontext()):
-                    create_one(shops[d.shop_id], d, skus, carriers.get(d.carrier_name), user_id)
+                    create_one(shops[d.shop_id], d, skus.for_shop(d.shop_id), carriers.get(d.carrier_name),
+                               user_id)
                 counts.created += 1
             except DomainError as exc:
                 issue(d, exc.message)
