@@ -68,6 +68,15 @@ def init_database(app: Flask) -> None:
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA busy_timeout=5000")
                 cur.close()
+
+            @event.listens_for(db.engine, "savepoint")
+            def _sqlite_begin_before_savepoint(conn, _name):
+                # pysqlite opens a transaction only before INSERT/UPDATE/DELETE: a SAVEPOINT
+                # issued first would itself start the transaction, and its RELEASE would
+                # COMMIT everything (a later ROLLBACK could not undo it). Open it first.
+                raw = conn.connection.driver_connection
+                if not raw.in_transaction:
+                    raw.execute("BEGIN")
     migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"),
                      render_as_batch=True, compare_type=True)
 

@@ -230,15 +230,18 @@ WORKERS = 8
 PER_WORKER = 3
 
 
-def _race_worker(pg_url, db_dir, order_ids, barrier):
+def _race_worker(pg_url, db_dir, order_ids, barrier, batch=False):
     from tests.conftest import make_app
 
     app = make_app(f"{db_dir}/w.db", SQLALCHEMY_DATABASE_URI=pg_url)
     with app.app_context():
-        from app.services import orders as order_service, stock as stock_service
+        from app.services import batch_actions, orders as order_service, stock as stock_service
 
         db.session.execute(text("SELECT 1"))
         barrier.wait(timeout=60)
+        if batch:  # 批量审单: the chunk's reservations decided together (warehouse_choice.reserve_many)
+            batch_actions.run("audit", order_ids, user_id=None, source="rule", chunk_size=2)
+            order_ids = []
         for oid in order_ids:
             try:
                 order_service.transition(oid, "audit")
@@ -263,8 +266,9 @@ def _setup_pg(pg_url, tmp_path):
     return app
 
 
-def _race(app, tmp_path, pg_url, lines_for):
-    """Create WORKERS × PER_WORKER paid orders; race WORKERS processes to audit them."""
+def _race(app, tmp_path, pg_url, lines_for, mode="one"):
+    """Create WORKERS × PER_WORKER paid orders; race WORKERS processes to audit them: one
+    order per transaction (``one``), or half of the workers by 批量审单 (``mixed``)."""
     with app.app_context():
         order_ids = [_paid_order(f"RACE-{i}", lines_for(i)).id for i in range(WORKERS * PER_WORKER)]
         db.session.remove()
@@ -272,7 +276,7 @@ def _race(app, tmp_path, pg_url, lines_for):
     mp = multiprocessing.get_context("fork")
     barrier = mp.Barrier(WORKERS)
     procs = [mp.Process(target=_race_worker,
-                        args=(pg_url, str(tmp_path), order_ids[w::WORKERS], barrier))
+                        args=(pg_url, str(tmp_path), order_ids[w::WORKERS], barrier, mode == "mixed" and w % 2 == 0))
              for w in range(WORKERS)]
     for p in procs:
         p.start()
@@ -298,13 +302,14 @@ def _assert_no_oversell(order_ids):
     return outcome
 
 
-def test_concurrent_reservations_never_oversell_on_postgresql(pg_url, tmp_path):
+@pytest.mark.parametrize("mode", ["one", "mixed"])
+def test_concurrent_reservations_never_oversell_on_postgresql(pg_url, tmp_path, mode):
     app = _setup_pg(pg_url, tmp_path)
     with app.app_context():
         hz, sku = _wh(), _new_sku("HOT-1")
         stock.inbound(hz.id, sku.id, 10, source_ref="RK-HOT")
         db.session.commit()
-    order_ids = _race(app, tmp_path, pg_url, lambda i: [("HOT-1", 1)])
+    order_ids = _race(app, tmp_path, pg_url, lambda i: [("HOT-1", 1)], mode)
     with app.app_context():
         outcome = _assert_no_oversell(order_ids)
         assert list(outcome.values()).count("reserved") == 10
@@ -313,7 +318,8 @@ def test_concurrent_reservations_never_oversell_on_postgresql(pg_url, tmp_path):
         db.engine.dispose()
 
 
-def test_concurrent_bundles_sharing_a_component_never_oversell_on_postgresql(pg_url, tmp_path):
+@pytest.mark.parametrize("mode", ["one", "mixed"])
+def test_concurrent_bundles_sharing_a_component_never_oversell_on_postgresql(pg_url, tmp_path, mode):
     app = _setup_pg(pg_url, tmp_path)
     with app.app_context():
         hz = _wh()
@@ -324,7 +330,7 @@ def test_concurrent_bundles_sharing_a_component_never_oversell_on_postgresql(pg_
         db.session.commit()
     # odd orders: a bundle (2 PART + 1 OTHER) and a plain PART; even orders: a plain PART
     order_ids = _race(app, tmp_path, pg_url,
-                      lambda i: [("SET-1", 1), ("PART-1", 1)] if i % 2 else [("PART-1", 1)])
+                      lambda i: [("SET-1", 1), ("PART-1", 1)] if i % 2 else [("PART-1", 1)], mode)
     with app.app_context():
         outcome = _assert_no_oversell(order_ids)
         assert "held" in outcome.values() and "reserved" in outcome.values()

@@ -48,7 +48,8 @@ Decisions a team would ask about:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Optional
 
 from flask import current_app, has_app_context
@@ -59,10 +60,13 @@ from app.extensions import db
 from app.models import Carrier, Order, OrderEvent, OrderLine, Warehouse
 
 from . import grid, order_status, sku_mapping
-from . import orders as order_service
+from . import orders as order_service, stock as stock_service
 from .errors import DomainError, IllegalTransition, ValidationError
 from .order_status import HOLD_ZH, STATUS_ZH
 from .stock import OutOfStock
+from .warehouse_choice import StockMoved
+
+log = logging.getLogger(__name__)
 
 BATCH_NOTE = "批量操作"
 DEFAULT_MAX = 5000
@@ -91,12 +95,16 @@ class BatchAction:
     # A whole-batch action (打印: one PDF, all or nothing) instead of one order at a time:
     # run_all(ids, params, user_id=, source=, progress=) -> the result dict.
     run_all: Optional[Callable[..., dict]] = None
+    # Raises what ``apply`` would refuse before writing anything (AlreadyDone, DomainError):
+    # with it, a chunk runs without a SAVEPOINT per order (see ``run``).
+    check: Optional[Callable[[Order, dict, "Context"], None]] = None
 
 
 @dataclass(frozen=True)
 class Context:
     user_id: Optional[int]
     source: str
+    prepared: dict = field(default_factory=dict)  # 审单: the chunk's reservations, decided together
 
 
 def _pid(order: Order) -> str:
@@ -168,8 +176,17 @@ def _transition(action: str, done_status: str, done_message: str):
     def apply(order: Order, params: dict, ctx: Context) -> None:
         if order.status == done_status:
             raise AlreadyDone(done_message.format(pid=_pid(order), status=_status_zh(order)))
-        order_status.apply(order, action, source=ctx.source, user_id=ctx.user_id, note=BATCH_NOTE)
+        order_status.apply(order, action, source=ctx.source, user_id=ctx.user_id, note=BATCH_NOTE,
+                           prepared=ctx.prepared.get(order.id))
     return apply
+
+
+def _transition_check(action: str, done_status: str, done_message: str):
+    def check(order: Order, params: dict, ctx: Context) -> None:
+        if order.status == done_status:
+            raise AlreadyDone(done_message.format(pid=_pid(order), status=_status_zh(order)))
+        order_status.check(order, action, source=ctx.source, prepared=ctx.prepared.get(order.id))
+    return check
 
 
 def _hold(order: Order, params: dict, ctx: Context) -> None:
@@ -306,7 +323,8 @@ def _print_all(ids: list[int], params: dict, *, user_id: Optional[int], source: 
 
 ACTIONS: dict[str, BatchAction] = {a.code: a for a in [
     BatchAction("audit", "审单", _no_params,
-                _transition("audit", "to_ship", "订单 {pid} 已审核（{status}）")),
+                _transition("audit", "to_ship", "订单 {pid} 已审核（{status}）"),
+                check=_transition_check("audit", "to_ship", "订单 {pid} 已审核（{status}）")),
     BatchAction("unaudit", "反审核", _no_params,
                 _transition("unaudit", "to_audit", "订单 {pid} 已是「{status}」")),
     BatchAction("hold", "挂起", _clean_hold, _hold),
@@ -395,6 +413,61 @@ def _load(chunk: list[int]) -> dict[int, Order]:
     return {o.id: o for o in db.session.scalars(stmt)}
 
 
+class _Redo(Exception):
+    """An order failed after writing without its own SAVEPOINT: run the chunk again with one."""
+
+
+def _run_chunk(act: BatchAction, chunk: list[int], cleaned: dict, ctx: Context, *, locked: bool,
+               savepoints: bool = True):
+    """One chunk in the current transaction (the caller commits): (ok, skipped, failed).
+
+    ``savepoints=False`` (actions with a ``check``): each order is checked first and the
+    refused ones recorded; the others are applied without a SAVEPOINT of their own and
+    flushed together at the end. Should one fail after all, :class:`_Redo`: the caller
+    rolls the chunk back and runs it again with SAVEPOINTs."""
+    ok: list[int] = []
+    skipped: list[dict] = []
+    failed: list[dict] = []
+    found = _load(chunk)
+    prepared = None
+    if act.code == "audit":
+        prepared = order_status.prepare_audit(found.values(), source=ctx.source, user_id=ctx.user_id, lock=locked)
+        ctx = replace(ctx, prepared=prepared)
+    for oid in chunk:
+        order = found.get(oid)
+        if order is None:
+            failed.append({"id": oid, "platform_order_id": None,
+                           "message": f"订单 #{oid} 不存在或无权访问"})
+            continue
+        pid = order.platform_order_id
+        try:
+            if not savepoints:
+                act.check(order, cleaned, ctx)
+                try:
+                    act.apply(order, cleaned, ctx)
+                except Exception as exc:
+                    raise _Redo() from exc
+            else:
+                with db.session.begin_nested():
+                    act.apply(order, cleaned, ctx)
+            ok.append(oid)
+        except AlreadyDone as exc:
+            skipped.append({"id": oid, "platform_order_id": pid, "message": exc.message})
+        except OutOfStock as exc:
+            # The savepoint is gone, and the 缺货 hold with it: put the hold back.
+            order_service.hold_out_of_stock(exc, source=ctx.source, user_id=ctx.user_id)
+            failed.append({"id": oid, "platform_order_id": pid, "message": exc.message})
+        except DomainError as exc:
+            failed.append({"id": oid, "platform_order_id": pid, "message": exc.message})
+    if prepared is not None:
+        prepared.finish()  # the hot stock rows last: locked for one statement and the COMMIT
+        done = set(ok)
+        for oid, out in prepared.items():
+            if out.ok and oid not in done:  # reserved for a 审单 that failed for another reason
+                stock_service.release_order(found[oid], user_id=ctx.user_id, note="审单未成功，释放库存")
+    return ok, skipped, failed
+
+
 def run(action: str, order_ids: Iterable[int], params: Optional[dict] = None, *, user_id: Optional[int],
         source: str = "user", progress: Optional[Progress] = None, chunk_size: Optional[int] = None) -> dict:
     """Apply ``action`` to each order; see the module docstring for the result."""
@@ -413,31 +486,32 @@ def run(action: str, order_ids: Iterable[int], params: Optional[dict] = None, *,
         progress(0, total, f"正在{act.zh}")
     for start in range(0, total, size):
         chunk = ids[start:start + size]
-        try:
-            found = _load(chunk)
-            for oid in chunk:
-                order = found.get(oid)
-                if order is None:
-                    failed.append({"id": oid, "platform_order_id": None,
-                                   "message": f"订单 #{oid} 不存在或无权访问"})
-                    continue
-                pid = order.platform_order_id
-                try:
-                    with db.session.begin_nested():
-                        act.apply(order, cleaned, ctx)
-                    ok.append(oid)
-                except AlreadyDone as exc:
-                    skipped.append({"id": oid, "platform_order_id": pid, "message": exc.message})
-                except OutOfStock as exc:
-                    # The savepoint is gone, and the 缺货 hold with it: put the hold back.
-                    order_service.hold_out_of_stock(exc, source=source, user_id=user_id)
-                    failed.append({"id": oid, "platform_order_id": pid, "message": exc.message})
-                except DomainError as exc:
-                    failed.append({"id": oid, "platform_order_id": pid, "message": exc.message})
-            db.session.commit()  # this chunk is final: later failures never undo it
-        except Exception:
-            db.session.rollback()
-            raise
+        # 审单 reserves the chunk's stock together (order_status.prepare_audit): optimistic
+        # first, and once more with the stock rows locked if another writer took them.
+        # Actions with a check run without a SAVEPOINT per order (one flush for the chunk);
+        # an unexpected failure re-runs the chunk with them.
+        attempts = [(False, act.check is None), (True, act.check is None), (True, True)] \
+            if act.code == "audit" else [(False, act.check is None), (False, True)]
+        i = 0
+        while True:
+            locked, savepoints = attempts[i]
+            try:
+                part = _run_chunk(act, chunk, cleaned, ctx, locked=locked, savepoints=savepoints)
+                db.session.commit()  # this chunk is final: later failures never undo it
+                break
+            except StockMoved:
+                db.session.rollback()
+                i = min(i + 1, len(attempts) - 1)
+            except _Redo:
+                db.session.rollback()
+                log.warning("批量%s：逐单重试本批（%s 单）", act.zh, len(chunk))
+                i = len(attempts) - 1
+            except Exception:
+                db.session.rollback()
+                raise
+        ok += part[0]
+        skipped += part[1]
+        failed += part[2]
         done = min(start + size, total)
         if progress:
             progress(done, total, f"已{act.zh} {done}/{total}：成功 {len(ok)}，跳过 {len(skipped)}，失败 {len(failed)}")

@@ -106,11 +106,33 @@ class Choice:
     reason: str  # zh: why this rule matched
 
 
+_RULES_KEY = "oms_active_carrier_rules"
+
+
 def active_rules() -> list[CarrierRule]:
+    """The active rules in matching order, read once per transaction (批量审单 asks per
+    order); a change of any rule in this session forgets them."""
+    cached = db.session.info.get(_RULES_KEY)
+    if cached is not None:
+        return cached
     rules = db.session.scalars(select(CarrierRule).where(CarrierRule.active.is_(True))
                                .order_by(CarrierRule.priority, CarrierRule.id)).all()
     # The default rule comes last whatever its priority.
-    return [r for r in rules if not r.is_default] + [r for r in rules if r.is_default]
+    out = [r for r in rules if not r.is_default] + [r for r in rules if r.is_default]
+    db.session.info[_RULES_KEY] = out
+    return out
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_rules(session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_RULES_KEY, None)
+
+
+@event.listens_for(Session, "after_flush")
+def _rules_changed(session, _flush_context) -> None:
+    if any(isinstance(o, CarrierRule) for coll in (session.new, session.dirty, session.deleted) for o in coll):
+        session.info.pop(_RULES_KEY, None)
 
 
 def matches(rule: CarrierRule, order: Order, weight: Optional[Decimal] = None) -> Optional[str]:

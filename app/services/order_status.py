@@ -116,23 +116,16 @@ def _event(order: Order, action: str, field: str | None, old, new, source: str,
 
 
 def apply(order: Order, action: str, *, source: str = "user", user_id: Optional[int] = None,
-          reason: Optional[str] = None, note: Optional[str] = None, stock: bool = True) -> Order:
+          reason: Optional[str] = None, note: Optional[str] = None, stock: bool = True,
+          prepared=None) -> Order:
     """Run transition ``action`` on ``order``; the caller commits.
 
     ``stock=False`` skips the stock side (:func:`_move_stock`); only for recorded
-    history whose stock effects are already in the opening stock (the demo)."""
-    t = TRANSITIONS.get(action)
-    if t is None:
-        raise ValidationError(f"未知的订单操作：{action}", "action")
-    if order.status not in t.sources:
-        raise IllegalTransition(
-            f"订单 {order.platform_order_id} 当前为「{STATUS_ZH.get(order.status, order.status)}」，"
-            f"不能{t.zh}（允许的状态：{'、'.join(STATUS_ZH[s] for s in sorted(t.sources, key=LIFECYCLE_INDEX))}）"
-        )
-    if t.guard:
-        t.guard(order, {"reason": reason, "source": source})
+    history whose stock effects are already in the opening stock (the demo).
+    ``prepared``: 审单's reservation already decided for a batch (:func:`prepare_audit`)."""
+    t = check(order, action, source=source, reason=reason, prepared=prepared)
     if stock:
-        _move_stock(order, action, source, user_id)
+        _move_stock(order, action, source, user_id, prepared)
     old = order.status
     now = utcnow()
     order.status = t.target
@@ -169,7 +162,34 @@ def apply(order: Order, action: str, *, source: str = "user", user_id: Optional[
     return order
 
 
-def _move_stock(order: Order, action: str, source: str, user_id: Optional[int]) -> None:
+def check(order: Order, action: str, *, source: str = "user", reason: Optional[str] = None,
+          prepared=None) -> Transition:
+    """Everything :func:`apply` refuses before it writes anything (the status, the guard,
+    and a batch's 缺货 decided by :func:`prepare_audit`): raises the same error."""
+    t = TRANSITIONS.get(action)
+    if t is None:
+        raise ValidationError(f"未知的订单操作：{action}", "action")
+    if order.status not in t.sources:
+        raise IllegalTransition(
+            f"订单 {order.platform_order_id} 当前为「{STATUS_ZH.get(order.status, order.status)}」，"
+            f"不能{t.zh}（允许的状态：{'、'.join(STATUS_ZH[s] for s in sorted(t.sources, key=LIFECYCLE_INDEX))}）"
+        )
+    if t.guard:
+        t.guard(order, {"reason": reason, "source": source})
+    if action == "audit" and prepared is not None and not prepared.ok:
+        _refuse_audit(order, prepared)
+    return t
+
+
+def _refuse_audit(order: Order, out) -> None:
+    from . import stock, warehouse_choice
+
+    if out.refused:
+        raise warehouse_choice.WarehouseRefused(f"订单 {order.platform_order_id} 不能审单：{out.note}")
+    raise stock.OutOfStock(f"订单 {order.platform_order_id} 缺货，不能审单（{out.note}）", order.id, out.note)
+
+
+def _move_stock(order: Order, action: str, source: str, user_id: Optional[int], prepared=None) -> None:
     """The stock side of a transition (services/stock.py), before the status changes.
 
     审单 reserves (refused with a 缺货 hold if it cannot; refused without a hold if the
@@ -183,12 +203,10 @@ def _move_stock(order: Order, action: str, source: str, user_id: Optional[int]) 
 
     if action == "audit":
         # Chooses the warehouse (services/warehouse_choice.py) unless reserved at payment.
-        out = warehouse_choice.reserve(order, user_id=user_id, source=source, strict_manual=True)
-        if out.refused:
-            raise warehouse_choice.WarehouseRefused(f"订单 {order.platform_order_id} 不能审单：{out.note}")
-        if not out.ok:
-            raise stock.OutOfStock(f"订单 {order.platform_order_id} 缺货，不能审单（{out.note}）", order.id,
-                                   out.note)
+        out = prepared if prepared is not None else warehouse_choice.reserve(
+            order, user_id=user_id, source=source, strict_manual=True)
+        if out.refused or not out.ok:
+            _refuse_audit(order, out)
     elif action == "unaudit":
         if not reserves_at_payment(order):  # reserved at payment: it stays reserved while paid
             stock.release_order(order, user_id=user_id)
@@ -196,6 +214,26 @@ def _move_stock(order: Order, action: str, source: str, user_id: Optional[int]) 
         stock.release_order(order, user_id=user_id)
     elif action in ("ship", "ship_on_platform"):
         stock.ship_order(order, user_id=user_id)
+
+
+def prepare_audit(orders, *, source: str, user_id: Optional[int], lock: bool = False):
+    """批量审单: decide the reservations of the orders 审单 can take, for the whole batch at
+    once (services/warehouse_choice.py ``reserve_many``: first paid first served, the same
+    rules and notes as one order), so each order's :func:`apply` (``prepared=``) finds
+    its reservation or its 缺货 note ready. Orders the batch cannot decide alone (a
+    person's warehouse, reserved at payment, a split) are absent: their 审单 reserves as
+    usual. Returns the ``BatchReservation``; the caller runs ``finish()`` last, before
+    COMMIT (the stock rows), and releases the reservation of an order whose 审单 failed
+    for another reason (:func:`app.services.stock.release_order`).
+
+    ``lock=False``: optimistic (the stock rows are written by ``finish()``, which raises
+    ``StockMoved`` if they were taken meanwhile: roll back, run again with ``lock=True``)."""
+    from . import warehouse_choice
+
+    eligible = [o for o in orders if o.status == "to_audit" and not o.is_held and not o.active_hold_reasons
+                and o.lines]
+    return warehouse_choice.reserve_many(eligible, user_id=user_id, source=source, hold=False, fast_only=True,
+                                         lock=lock, defer_stock=not lock)
 
 
 def reserves_at_payment(order: Order) -> bool:

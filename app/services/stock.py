@@ -249,6 +249,17 @@ def reserve_order(order: Order, *, user_id: Optional[int] = None, hold: bool = T
     return warehouse_choice.reserve(order, user_id=user_id, source=source, hold=hold).ok
 
 
+def reserve_orders(orders, *, user_id: Optional[int] = None, hold: bool = True,
+                   source: str = "rule") -> dict[int, bool]:
+    """:func:`reserve_order` for many orders in one transaction, first paid first served
+    (services/warehouse_choice.py ``reserve_many``: the stock rows locked once, one
+    conditional UPDATE per row, one ledger INSERT). {order id: reserved?}"""
+    from . import warehouse_choice
+
+    return {oid: out.ok for oid, out in warehouse_choice.reserve_many(
+        orders, user_id=user_id, source=source, hold=hold).items()}
+
+
 def reserve_rows(warehouse_id: int, needs: dict[int, int], *, order_id: Optional[int],
                  source_ref: Optional[str] = None, user_id: Optional[int] = None) -> bool:
     """Reserve ``needs`` ({stock SKU id: quantity}, no bundles) in one warehouse for an order,

@@ -52,12 +52,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Optional
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select, tuple_, update
 
 from app.extensions import db
 from app.models import (
     BundleComponent, Order, OrderEvent, OrderLine, Shop, Sku, Stock, Warehouse, WarehouseCoverage,
 )
+
+from app.models.types import utcnow
 
 from .errors import IllegalTransition, ValidationError
 
@@ -146,8 +148,8 @@ class Candidate:
         return f"覆盖{province}" if self.via == "province" else "覆盖全国"
 
 
-def covering(province: Optional[str]) -> list[Candidate]:
-    """Active warehouses covering this (short) province, by priority then id."""
+def coverage_table() -> list[tuple[int, str, int, frozenset]]:
+    """Active warehouses with their coverage rows: (id, name, priority, provinces)."""
     whs: dict[int, tuple[str, int]] = {}
     cover: dict[int, set[str]] = defaultdict(set)
     for w, name, prio, p in db.session.execute(
@@ -157,9 +159,14 @@ def covering(province: Optional[str]) -> list[Candidate]:
         whs[w] = (name, prio)
         if p is not None:
             cover[w].add(p)
+    return [(w, name, prio, frozenset(cover.get(w, ()))) for w, (name, prio) in whs.items()]
+
+
+def covering(province: Optional[str], table=None) -> list[Candidate]:
+    """Active warehouses covering this (short) province, by priority then id
+    (``table``: :func:`coverage_table` read once for many orders)."""
     out = []
-    for w, (name, prio) in whs.items():
-        rows = cover.get(w)
+    for w, name, prio, rows in (coverage_table() if table is None else table):
         if not rows:
             via = "unset"
         elif province is not None and province in rows:
@@ -181,21 +188,29 @@ def _available(wh_ids, sku_ids) -> dict[tuple[int, int], int]:
 
 
 # --- needs -----------------------------------------------------------------------------
-def _expand_lines(order: Order) -> list[tuple[OrderLine, dict[int, int]]]:
-    """Each matched line with its stock needs (bundles → components × quantity)."""
-    lines = [ln for ln in order.lines if ln.sku_id is not None]
-    if not lines:
-        return []
-    sku_ids = {ln.sku_id for ln in lines}
+def bundle_map(sku_ids) -> tuple[set[int], dict[int, list[tuple[int, int]]]]:
+    """Of these SKU ids, the bundles, and each bundle's (component, quantity) list."""
     bundles: set[int] = set()
     comps: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    ids = sorted(set(sku_ids))
+    if not ids:
+        return bundles, comps
     for s, is_bundle, c, q in db.session.execute(
             select(Sku.id, Sku.is_bundle, BundleComponent.component_sku_id, BundleComponent.quantity)
-            .outerjoin(BundleComponent, BundleComponent.bundle_sku_id == Sku.id).where(Sku.id.in_(sku_ids))):
+            .outerjoin(BundleComponent, BundleComponent.bundle_sku_id == Sku.id).where(Sku.id.in_(ids))):
         if is_bundle:
             bundles.add(s)
             if c is not None:
                 comps[s].append((c, int(q)))
+    return bundles, comps
+
+
+def _expand_lines(order: Order, bmap=None) -> list[tuple[OrderLine, dict[int, int]]]:
+    """Each matched line with its stock needs (bundles → components × quantity)."""
+    lines = [ln for ln in order.lines if ln.sku_id is not None]
+    if not lines:
+        return []
+    bundles, comps = bundle_map({ln.sku_id for ln in lines}) if bmap is None else bmap
     out = []
     for ln in lines:
         need: dict[int, int] = defaultdict(int)
@@ -275,11 +290,11 @@ def _reserve_whole(order: Order, warehouse_id: int, needs: dict[int, int], user_
                               user_id=user_id)
 
 
-def _shortage(needs: dict[int, int], cands: list[Candidate], avail=None) -> str:
+def _shortage(needs: dict[int, int], cands: list[Candidate], avail=None, codes=None) -> str:
     """"TS-01 需要 5，可用 3（杭州仓 2、广州仓 1）" per SKU short anywhere in ``cands``."""
     ids = [c.id for c in cands]
     avail = _available(ids, needs) if avail is None else avail
-    codes = _codes(needs)
+    codes = _codes(needs) if codes is None else codes
     def best(s):
         return max((avail.get((c.id, s), 0) for c in cands), default=0)
 
@@ -330,10 +345,7 @@ def reserve(order: Order, *, user_id: Optional[int] = None, source: str = "rule"
     province = province_short(order.receiver_province)
     cands = covering(province)
     if not cands:
-        codes = _codes(needs)
-        note = (f"缺货：没有仓库覆盖{_province_label(order, province)}（"
-                + "、".join(f"{codes.get(s, s)}×{q}" for s, q in sorted(needs.items(), key=lambda i: codes.get(i[0], ""))) + "）")
-        return _fail(order, note, hold=hold, source=source, user_id=user_id)
+        return _fail(order, _no_cover_note(order, province, needs), hold=hold, source=source, user_id=user_id)
 
     # Availability only ranks the attempts (whole order first); one candidate needs no ranking.
     avail = _available([c.id for c in cands], needs) if len(cands) > 1 else {}
@@ -344,10 +356,7 @@ def reserve(order: Order, *, user_id: Optional[int] = None, source: str = "rule"
     ranked = sorted(cands, key=lambda c: (not whole(c), c.priority, c.id)) if len(cands) > 1 else cands
     for c in ranked:
         if _reserve_whole(order, c.id, needs, user_id):
-            skipped = [x.name for x in cands if (x.priority, x.id) < (c.priority, c.id)]
-            reason = f"{c.name}：{c.covers_text(province)}、库存齐全、优先级{c.priority}"
-            if skipped:
-                reason += f"（{'、'.join(skipped)}库存不足）"
+            reason = _whole_reason(c, cands, province)
             _record(order, c.id, reason, {ln.id: c.id for ln, _n in lines}, user_id)
             stock._mark(needs)
             return Outcome(True, reason, warehouses=[c.id])
@@ -359,11 +368,32 @@ def reserve(order: Order, *, user_id: Optional[int] = None, source: str = "rule"
             stock._mark(needs)
             return out
 
-    where = _province_label(order, province)
-    note = f"{where}缺货（覆盖仓库：{'、'.join(c.name for c in cands)}）：" + _shortage(needs, cands)
-    if shop is not None and not shop.allow_split and len(lines) > 1:
-        note += "；本店不允许拆单发货"
+    note = _short_note(order, province, cands, needs, shop, len(lines))
     return _fail(order, note, hold=hold, source=source, user_id=user_id)
+
+
+# --- texts shared by one order and a batch ------------------------------------------------
+def _whole_reason(c: Candidate, cands: list[Candidate], province: Optional[str]) -> str:
+    skipped = [x.name for x in cands if (x.priority, x.id) < (c.priority, c.id)]
+    reason = f"{c.name}：{c.covers_text(province)}、库存齐全、优先级{c.priority}"
+    if skipped:
+        reason += f"（{'、'.join(skipped)}库存不足）"
+    return reason
+
+
+def _no_cover_note(order: Order, province: Optional[str], needs: dict[int, int], codes=None) -> str:
+    codes = _codes(needs) if codes is None else codes
+    return (f"缺货：没有仓库覆盖{_province_label(order, province)}（"
+            + "、".join(f"{codes.get(s, s)}×{q}" for s, q in sorted(needs.items(), key=lambda i: codes.get(i[0], "")))
+            + "）")
+
+
+def _short_note(order: Order, province, cands, needs, shop, n_lines: int, avail=None, codes=None) -> str:
+    where = _province_label(order, province)
+    note = f"{where}缺货（覆盖仓库：{'、'.join(c.name for c in cands)}）：" + _shortage(needs, cands, avail, codes)
+    if shop is not None and not shop.allow_split and n_lines > 1:
+        note += "；本店不允许拆单发货"
+    return note
 
 
 def _reserve_split(order: Order, lines, cands: list[Candidate], province, user_id) -> Optional[Outcome]:
@@ -444,3 +474,238 @@ def _fail(order: Order, note: str, *, hold: bool, source: str, user_id) -> Outco
     if hold and order.status in order_status.HOLDABLE:
         order_status.hold(order, stock.OUT_OF_STOCK, note=note, source=source, user_id=user_id)
     return Outcome(False, note=note)
+
+
+# --- many orders at once ------------------------------------------------------------------
+@dataclass
+class _Planned:
+    order: Order
+    lines: list
+    needs: dict[int, int]
+    province: Optional[str]
+    cands: list[Candidate]
+
+
+class StockMoved(Exception):
+    """A deferred batch reservation (``reserve_many(defer_stock=True)``) found its stock
+    taken meanwhile: roll the transaction back and run it again with ``lock=True``."""
+
+
+class BatchReservation(dict):
+    """{order id: Outcome} of :func:`reserve_many`; :meth:`finish` writes a deferred
+    batch's stock rows (guarded; raises :class:`StockMoved`)."""
+
+    def __init__(self, outcomes=(), finish=None):
+        super().__init__(outcomes)
+        self._finish = finish
+
+    def finish(self) -> None:
+        if self._finish is not None:
+            fn, self._finish = self._finish, None
+            fn()
+
+
+def reserve_many(orders, *, user_id: Optional[int] = None, source: str = "rule", hold: bool = True,
+                 fast_only: bool = False, lock: Optional[bool] = None,
+                 defer_stock: bool = False) -> BatchReservation:
+    """:func:`reserve` for many orders in one transaction (批量审单, a page of paid orders
+    arriving, stock arriving for held orders), first paid first served; the caller commits.
+
+    The same rules and texts as :func:`reserve`, with the database work done once for the
+    batch instead of once per order:
+
+    * one read of the orders' reservations, of the bundles and of the coverage;
+    * the stock rows every order might use (covering warehouses × needed SKUs) are locked
+      once, in (warehouse, SKU) order — the order in which every writer takes them — with
+      ``SELECT … FOR UPDATE``; the allocation then runs in memory on the locked values;
+    * one conditional UPDATE per stock row with the batch's total for it
+      (``reserved + q <= on_hand``: a guard, it cannot fail under the lock), one
+      multi-row ledger INSERT (one ``reserve`` movement per order and SKU).
+
+    Orders the batch cannot decide alone go through :func:`reserve` one by one, at their
+    place in the sequence (after the batch's allocations so far are written): an order
+    already reserved or with a person's warehouse, and one that no single covering
+    warehouse can ship whole in a shop that allows splitting. An order that cannot be
+    reserved gets the same 缺货 hold and note as from :func:`reserve` (unless ``hold`` is
+    False). ``fast_only``: those orders are left alone and absent from the result.
+
+    On SQLite (no row locks) a guard that fails undoes the batch's writes (a SAVEPOINT)
+    and every order goes through :func:`reserve` instead.
+
+    ``lock=True`` locks the rows up front (no optimistic attempt). ``defer_stock`` (with
+    ``fast_only``, PostgreSQL): the stock rows are written by ``result.finish()``, which
+    the caller runs last, just before COMMIT, after its own writes for these orders (批量审单:
+    the status changes, events and counters), so the hot rows stay locked for one
+    statement and the commit; if the stock was taken meanwhile it raises
+    :class:`StockMoved` and the caller rolls back and runs again with ``lock=True``."""
+    from app.models import StockMovement
+
+    from . import stock
+
+    orders = sorted({o.id: o for o in orders}.values(),
+                    key=lambda o: (o.paid_at is None, o.paid_at or 0, o.id))
+    if not orders:
+        return BatchReservation()
+    db.session.flush()
+    reserved = set()
+    with_wh = [o.id for o in orders if o.warehouse_id is not None]
+    if with_wh:
+        t = StockMovement.__table__
+        reserved = set(db.session.scalars(
+            select(t.c.order_id).where(t.c.order_id.in_(with_wh)).group_by(t.c.order_id)
+            .having(func.sum(t.c.reserved_delta) > 0)))
+    bmap = bundle_map({ln.sku_id for o in orders for ln in o.lines if ln.sku_id is not None})
+    table = coverage_table()
+    cover_cache: dict[Optional[str], list[Candidate]] = {}
+    shops = {s.id: s for s in db.session.scalars(select(Shop).where(Shop.id.in_({o.shop_id for o in orders})))}
+
+    out: dict[int, Outcome] = {}
+    plan: list = []  # _Planned, or an Order for the one-by-one path
+    for o in orders:
+        if o.warehouse_id is not None and (o.id in reserved or manual_warehouse(o) is not None):
+            plan.append(o)
+            continue
+        lines = _expand_lines(o, bmap)
+        needs = _total(lines)
+        if not needs:
+            out[o.id] = Outcome(True, "")
+            continue
+        province = province_short(o.receiver_province)
+        if province not in cover_cache:
+            cover_cache[province] = covering(province, table)
+        plan.append(_Planned(o, lines, needs, province, cover_cache[province]))
+    if not plan:
+        return BatchReservation(out)
+
+    pairs = sorted({(c.id, s) for p in plan if isinstance(p, _Planned) for c in p.cands for s in p.needs})
+    codes = _codes({s for p in plan if isinstance(p, _Planned) for s in p.needs})
+    postgres = db.session.connection().dialect.name == "postgresql"
+    if defer_stock and postgres and fast_only and not lock:
+        deferred: list = []
+        out, marked = _allocate(plan, dict(out), pairs, codes, locked=False, user_id=user_id, source=source,
+                                hold=hold, fast_only=True, shops=shops, deferred=deferred)
+
+        def finish() -> None:
+            conn = db.session.connection()
+            for stmt, params in deferred:
+                if conn.execute(stmt, params).rowcount != len(params):
+                    raise StockMoved()
+            if marked:
+                stock._mark(marked)
+        return BatchReservation(out, finish)
+    # Optimistic first: allocate on an unlocked read, write the orders, holds and ledger,
+    # and take the hot stock rows last (the guarded UPDATE, then COMMIT), so a row stays
+    # locked for one statement and the commit. If another transaction took the stock in
+    # between, a guard fails: undo and run again with the rows locked up front.
+    attempts = (True,) if (lock and postgres) else ((False, True) if postgres else (False,))
+    for locked in attempts:
+        savepoint = db.session.begin_nested()
+        try:
+            out, marked = _allocate(plan, dict(out), pairs, codes, locked=locked, user_id=user_id,
+                                    source=source, hold=hold, fast_only=fast_only, shops=shops)
+            savepoint.commit()
+            break
+        except _GuardFailed:
+            savepoint.rollback()
+            for o in orders:
+                db.session.expire(o)
+    else:  # SQLite: no row locks; one order at a time (each guarded on its own)
+        if fast_only:
+            return BatchReservation()
+        return BatchReservation({o.id: reserve(o, user_id=user_id, source=source, hold=hold) for o in orders})
+    if marked:
+        stock._mark(marked)
+    return BatchReservation(out)
+
+
+def _allocate(plan, out, pairs, codes, *, locked, user_id, source, hold, fast_only, shops, deferred=None):
+    """One attempt of :func:`reserve_many` on ``plan``; raises :class:`_GuardFailed`."""
+    from app.models import StockMovement
+
+    st = Stock.__table__
+    avail: dict[tuple[int, int], int] = {}
+    row_id: dict[tuple[int, int], int] = {}
+
+    def read(keys, lock: bool) -> None:
+        keys = sorted(keys)
+        for chunk in range(0, len(keys), 500):
+            q = (select(st.c.id, st.c.warehouse_id, st.c.sku_id, st.c.on_hand, st.c.reserved)
+                 .where(tuple_(st.c.warehouse_id, st.c.sku_id).in_(keys[chunk:chunk + 500]))
+                 .order_by(st.c.warehouse_id, st.c.sku_id))
+            for sid, w, s, oh, r in db.session.execute(q.with_for_update() if lock else q):
+                avail[(w, s)] = int(oh) - int(r)
+                row_id[(w, s)] = sid
+
+    read(pairs, locked)  # locked: every row the batch may use, in (warehouse, SKU) order
+    pending: dict[tuple[int, int], int] = defaultdict(int)
+    ledger: list[dict] = []
+    records: list = []
+    now = utcnow()
+    marked: set[int] = set()
+    guard = (update(st).where(st.c.id == bindparam("rid"), st.c.reserved + bindparam("q") <= st.c.on_hand)
+             .values(reserved=st.c.reserved + bindparam("q"), updated_at=now))
+
+    def write_pending() -> None:
+        """Write the allocations so far: the orders, the ledger, and the stock rows last."""
+        if not pending:
+            return
+        for o, wh_id, reason, lines_to in records:
+            _record(o, wh_id, reason, lines_to, user_id)
+        db.session.flush()
+        conn = db.session.connection()
+        conn.execute(StockMovement.__table__.insert(), ledger)
+        params = [{"rid": row_id[k], "q": q} for k, q in sorted(pending.items())]
+        if deferred is not None:
+            deferred.append((guard, params))
+        elif conn.execute(guard, params).rowcount != len(params):
+            raise _GuardFailed()
+        marked.update(s for (_w, s) in pending)
+        pending.clear()
+        ledger.clear()
+        records.clear()
+
+    def one_by_one(o: Order) -> None:
+        if fast_only:  # left to the caller
+            return
+        write_pending()
+        out[o.id] = reserve(o, user_id=user_id, source=source, hold=hold)
+        read(avail.keys(), False)
+
+    for p in plan:
+        if isinstance(p, Order):  # already reserved, or a person's warehouse
+            one_by_one(p)
+            continue
+        o, needs = p.order, p.needs
+        if not p.cands:  # nothing covers the province: the note of reserve()
+            out[o.id] = _fail(o, _no_cover_note(o, p.province, needs, codes),
+                              hold=hold, source=source, user_id=user_id)
+            continue
+
+        def whole(c: Candidate) -> bool:
+            return all(avail.get((c.id, s), 0) >= q for s, q in needs.items())
+
+        chosen = min((c for c in p.cands if whole(c)), key=lambda c: (c.priority, c.id), default=None)
+        if chosen is not None:
+            for s, q in needs.items():
+                avail[(chosen.id, s)] -= q
+                pending[(chosen.id, s)] += q
+                ledger.append({"warehouse_id": chosen.id, "sku_id": s, "movement_type": "reserve",
+                               "on_hand_delta": 0, "reserved_delta": q, "order_id": o.id,
+                               "source_ref": o.platform_order_id, "user_id": user_id, "note": None,
+                               "created_at": now})
+            reason = _whole_reason(chosen, p.cands, p.province)
+            records.append((o, chosen.id, reason, {ln.id: chosen.id for ln, _n in p.lines}))
+            out[o.id] = Outcome(True, reason, warehouses=[chosen.id])
+            continue
+        shop = shops.get(o.shop_id)
+        if shop is not None and shop.allow_split and len(p.lines) > 1:
+            one_by_one(o)  # a split: reserve() at this place in the sequence
+            continue
+        note = _short_note(o, p.province, p.cands, needs, shop, len(p.lines), avail, codes)
+        out[o.id] = _fail(o, note, hold=hold, source=source, user_id=user_id)
+    write_pending()
+    return out, marked
+
+
+class _GuardFailed(Exception):
+    pass
