@@ -265,24 +265,28 @@ def reserve_on_arrival(keys, *, source: str, user_id: Optional[int] = None) -> i
 
     from app.models import Shop
 
-    from . import stock
-
     keys = list(keys)
     if not keys:
         return 0
     pay_shops = set(db.session.scalars(select(Shop.id).where(
         Shop.id.in_({k[0] for k in keys}), Shop.reserve_at == "payment")))
     keys = [k for k in keys if k[0] in pay_shops]
+    from sqlalchemy.orm import selectinload
+
+    from . import warehouse_choice
+
     n = 0
     for start in range(0, len(keys), 500):
         chunk = keys[start:start + 500]
-        for order in db.session.scalars(select(Order).where(
-                tuple_(Order.shop_id, Order.platform_order_id).in_(chunk),
-                Order.status.in_(sorted(HOLDABLE)), Order.is_held.is_(False)).order_by(Order.paid_at, Order.id)):
-            if stock.reserved_by_order(order.id):  # already reserved (it was paid here)
-                continue
-            _reserve_at_payment(order, source, user_id)
-            n += 1
+        found = db.session.scalars(select(Order).where(
+            tuple_(Order.shop_id, Order.platform_order_id).in_(chunk),
+            Order.status.in_(sorted(HOLDABLE)), Order.is_held.is_(False))
+            .options(selectinload(Order.lines), selectinload(Order.holds))).all()
+        # Orders with an unmatched line reserve on 审单 (as _reserve_at_payment); those already
+        # reserved (paid here) are kept by the rules. First paid first served, in one go.
+        todo = [o for o in found if o.lines and all(ln.sku_id is not None for ln in o.lines)]
+        warehouse_choice.reserve_many(todo, user_id=user_id, source=source)
+        n += len(todo)
     return n
 
 

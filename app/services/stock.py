@@ -385,25 +385,36 @@ def ship_order(order: Order, *, user_id: Optional[int] = None) -> bool:
 
 def reallocate_held(*, user_id: Optional[int] = None, limit: Optional[int] = None) -> list[int]:
     """Orders held 缺货 (only that hold) in 待审核 get their stock, first paid first served;
-    those that can reserve lose the hold and are audited (待发货). Returns their ids."""
-    from . import order_status
+    those that can reserve lose the hold and are audited (待发货). Returns their ids.
+
+    Decided a few hundred at a time by ``warehouse_choice.reserve_many`` (the same rules
+    as one by one; an order that still cannot reserve keeps its hold untouched)."""
+    from sqlalchemy.orm import selectinload
+
+    from . import order_status, warehouse_choice
 
     held = select(OrderHold.order_id).where(OrderHold.reason == OUT_OF_STOCK, OrderHold.released_at.is_(None))
-    q = (select(Order).where(Order.id.in_(held), Order.status.in_(("to_audit", "to_ship")))
+    q = (select(Order.id).where(Order.id.in_(held), Order.status.in_(("to_audit", "to_ship")))
          .order_by(Order.paid_at.is_(None), Order.paid_at, Order.id))
     if limit:
         q = q.limit(limit)
+    ids = list(db.session.scalars(q))
     done = []
-    for order in db.session.scalars(q).all():
-        if set(order.active_hold_reasons) - {OUT_OF_STOCK}:
-            continue
-        if not reserve_order(order, user_id=user_id, hold=False):
-            continue
-        order_status.release(order, OUT_OF_STOCK, note="到货自动分配库存", source="rule", user_id=user_id)
-        if order.status == "to_audit" and not order_status.reserves_at_payment(order):
-            # held at 审单: audit it now. Held at payment: it waits in 待审核, reserved.
-            order_status.apply(order, "audit", source="rule", user_id=user_id, note="到货自动审单")
-        done.append(order.id)
+    for start in range(0, len(ids), 200):
+        chunk = db.session.scalars(select(Order).where(Order.id.in_(ids[start:start + 200]))
+                                   .options(selectinload(Order.lines), selectinload(Order.holds))).all()
+        chunk = [o for o in chunk if not (set(o.active_hold_reasons) - {OUT_OF_STOCK})]
+        outcomes = warehouse_choice.reserve_many(chunk, user_id=user_id, hold=False)
+        for order in sorted(chunk, key=lambda o: (o.paid_at is None, o.paid_at or 0, o.id)):
+            out = outcomes.get(order.id)
+            if out is None or not out.ok:
+                continue
+            order_status.release(order, OUT_OF_STOCK, note="到货自动分配库存", source="rule", user_id=user_id)
+            if order.status == "to_audit" and not order_status.reserves_at_payment(order):
+                # held at 审单: audit it now. Held at payment: it waits in 待审核, reserved.
+                order_status.apply(order, "audit", source="rule", user_id=user_id, note="到货自动审单",
+                                   prepared=out)
+            done.append(order.id)
     return done
 
 
