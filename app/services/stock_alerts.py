@@ -97,16 +97,19 @@ def _num(x: float) -> str:
 
 
 # --- state -----------------------------------------------------------------------------
-def _available_subquery():
-    return (select(Stock.sku_id.label("sku_id"), func.sum(Stock.on_hand - Stock.reserved).label("available"),
-                   func.sum(Stock.on_hand).label("on_hand"), func.sum(Stock.reserved).label("reserved"))
-            .join(Warehouse, Warehouse.id == Stock.warehouse_id)
-            .where(Warehouse.active.is_(True))
-            .group_by(Stock.sku_id).subquery())
+def _available_subquery(sku_ids: Optional[list] = None):
+    q = (select(Stock.sku_id.label("sku_id"), func.sum(Stock.on_hand - Stock.reserved).label("available"),
+                func.sum(Stock.on_hand).label("on_hand"), func.sum(Stock.reserved).label("reserved"))
+         .join(Warehouse, Warehouse.id == Stock.warehouse_id)
+         .where(Warehouse.active.is_(True)))
+    if sku_ids is not None:  # only the SKUs asked about, not the whole stock table per evaluation
+        q = q.where(Stock.sku_id.in_(sku_ids))
+    return q.group_by(Stock.sku_id).subquery()
 
 
 def _state_query(sku_ids: Optional[Iterable[int]], default: Optional[int]):
-    av = _available_subquery()
+    sku_ids = None if sku_ids is None else sorted(sku_ids)
+    av = _available_subquery(sku_ids)
     threshold = func.coalesce(Sku.low_stock_threshold, literal(default)) if default is not None \
         else Sku.low_stock_threshold
     q = (select(Sku.id, threshold.label("threshold"), func.coalesce(av.c.available, 0), StockAlert.id)
