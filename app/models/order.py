@@ -133,6 +133,13 @@ class Order(Model):
     writeback_status = Column(String(16), info=col_info(_l("Write-back")))
     writeback_error = Column(Text, info=col_info(_l("Write-back error")))
     writeback_at = Column(UTCDateTime, info=col_info(_l("Written back at")))
+    # 拆分订单 (services/order_split.py): a part split off here points to the original
+    # platform trade (always the root, even when a part is split again); the platform
+    # knows only the root's order number, so write-back and re-sync go through the root.
+    split_from_id = Column(Integer, ForeignKey("oms_order.id", name="fk_order_split_from"), index=True,
+                           info=col_info(_l("Split from")))
+    split_from = relationship("Order", remote_side=[id], foreign_keys=[split_from_id],
+                              info=col_info(_l("Split from")))
     customer_id = Column(Integer, ForeignKey("oms_customer.id"), index=True)
     customer = relationship("Customer", back_populates="orders", info=col_info(_l("Customer")))
     is_returning_customer = Column(Boolean, nullable=False, default=False,

@@ -27,7 +27,8 @@ def status_tab_counts() -> list[dict]:
 
 
 _ACTION_ZH = {"create": "创建", "edit": "修改", "hold": "挂起", "release": "解除挂起", "reveal": "查看完整信息",
-              "writeback": "发货回传", "print": "打印", "return": "退货入库"}
+              "writeback": "发货回传", "print": "打印", "return": "退货入库",
+              "split": "拆分订单"}
 
 
 def action_label(action: str | None) -> str:

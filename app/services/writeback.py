@@ -90,21 +90,71 @@ def write_back(order_id: int, *, final_attempt: bool = True) -> str:
     lock = redis_conn().lock(f"oms:writeback:{order_id}", timeout=120, blocking=False)
     if not lock.acquire():
         return "skipped"
+    family = None
     try:
+        # The parts of a split order (拆分订单) are one platform trade: one at a time, so that
+        # the second parcel sees the first one's outcome (see _write_back_locked).
+        root = _split_root(order_id)
+        if root is not None:
+            family = redis_conn().lock(f"oms:writeback:trade:{root}", timeout=120, blocking_timeout=60)
+            if not family.acquire():
+                family = None
+                return "skipped"  # still pending: the sweeper queues it again
         return _write_back_locked(order_id, final_attempt)
     finally:
         with contextlib.suppress(Exception):  # expired: nothing to release
             lock.release()
+        if family is not None:
+            with contextlib.suppress(Exception):
+                family.release()
+
+
+def _split_root(order_id: int) -> Optional[int]:
+    """The original trade's id when this order is part of a split (拆分订单), else None."""
+    from . import order_split
+
+    with as_scope(None):
+        order = db.session.get(Order, order_id)
+        if order is None or not order_split.is_split(order):
+            return None
+        return order_split.root_id(order)
+
+
+def _sent_by_sibling(order: Order) -> Optional[Order]:
+    """Another part of the same split trade whose parcel was already written back."""
+    from . import order_split
+
+    if not order_split.is_split(order):
+        return None
+    rid = order_split.root_id(order)
+    return db.session.execute(
+        select(Order).where((Order.id == rid) | (Order.split_from_id == rid), Order.id != order.id,
+                            Order.writeback_status == "done").order_by(Order.writeback_at, Order.id).limit(1)
+    ).scalar_one_or_none()
 
 
 def _write_back_locked(order_id: int, final_attempt: bool) -> str:
+    from . import order_split
+
     with as_scope(None):
         order = db.session.get(Order, order_id)
         if order is None or order.writeback_status not in ("pending", "failed"):
             return "skipped"
+        # A part split off here (拆分订单) is written back under the original trade's number:
+        # the platform knows only that one. The platform clients ship a whole trade (Taobao
+        # taobao.logistics.offline.send without is_split/sub_tid, PDD pdd.logistics.online.send,
+        # JD jingdong.pop.order.shipment): the first parcel of the trade tells the platform;
+        # a later parcel of the same trade is not sent again (the platform already shows the
+        # trade shipped and would refuse it) and its event says so.
+        platform_id = order_split.root_platform_order_id(order)
+        sibling = _sent_by_sibling(order)
+        if sibling is not None:
+            return _done(order, f"拆分订单：平台订单 {platform_id} 已由 {sibling.platform_order_id}"
+                                f"（{sibling.tracking_number}）回传发货，本包裹 {order.tracking_number or ''}"
+                                f" 未单独回传（平台接口按整单发货）")
         try:
             code = carrier_code(order)
-            client_for(order.shop).ship(order.platform_order_id, code, order.tracking_number)
+            client_for(order.shop).ship(platform_id, code, order.tracking_number)
         except PlatformError as exc:
             if exc.retryable and not final_attempt:
                 order.writeback_error = f"{exc.message}（将自动重试）"
@@ -113,13 +163,20 @@ def _write_back_locked(order_id: int, final_attempt: bool) -> str:
             return _fail(order, exc.message)
         except DomainError as exc:
             return _fail(order, exc.message)
-        order.writeback_status = "done"
-        order.writeback_error = None
-        order.writeback_at = utcnow()
-        db.session.add(OrderEvent(order=order, action="writeback", field="writeback_status", source="job",
-                                  new_value="done", note=f"{code} {order.tracking_number}", created_at=utcnow()))
-        db.session.commit()
-        return "done"
+        note = f"{code} {order.tracking_number}"
+        if platform_id != order.platform_order_id:
+            note += f"（拆分订单，按平台订单 {platform_id} 回传）"
+        return _done(order, note)
+
+
+def _done(order: Order, note: str) -> str:
+    order.writeback_status = "done"
+    order.writeback_error = None
+    order.writeback_at = utcnow()
+    db.session.add(OrderEvent(order=order, action="writeback", field="writeback_status", source="job",
+                              new_value="done", note=note, created_at=utcnow()))
+    db.session.commit()
+    return "done"
 
 
 def _fail(order: Order, message: str) -> str:

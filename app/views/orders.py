@@ -2,12 +2,12 @@
 and the REST API. Every change goes through services/orders.py and order_status.py."""
 from __future__ import annotations
 
-from flask import flash, g, redirect, request
+from flask import flash, g, redirect, request, url_for
 from flask_appbuilder import expose
 from flask_appbuilder.actions import action
 from flask_appbuilder.api import expose as api_expose, protect, safe
 from flask_appbuilder.security.decorators import has_access, permission_name
-from flask_babel import lazy_gettext as _l
+from flask_babel import gettext as _, lazy_gettext as _l
 from sqlalchemy import inspect
 from wtforms import SelectField
 
@@ -28,6 +28,7 @@ ORDER_PERMISSIONS = dict(
     audit_orders="audit", unaudit_orders="audit",
     hold_orders="hold", release_orders="hold",
     reveal="reveal", retry_writeback="write",
+    split="audit",  # 拆分订单: it re-reserves and may re-audit, like 审单 (运营, 管理员)
 )
 
 
@@ -111,7 +112,8 @@ class OrderView(OmsModelView):
     }
     show_fieldsets = [
         (_l("Order"), {"fields": ["platform_order_id", "shop", "platform", "status", "platform_status",
-                                  "is_held", "flag", "customer", "is_returning_customer", "close_reason"]}),
+                                  "is_held", "flag", "customer", "is_returning_customer", "close_reason",
+                                  "split_from"]}),
         (_l("Amounts"), {"fields": ["goods_amount", "discount_amount", "post_fee", "paid_amount",
                                     "cost_amount"]}),
         (_l("Receiver"), {"fields": ["buyer_nick", "receiver_name", "receiver_phone", "receiver_province",
@@ -174,6 +176,43 @@ class OrderView(OmsModelView):
         g.oms_revealed = data
         return self.show(pk)
 
+    # 拆分订单 (services/order_split.py) ---------------------------------------------------
+    def create_blueprint(self, appbuilder, *args, **kwargs):
+        blueprint = super().create_blueprint(appbuilder, *args, **kwargs)
+        blueprint.app_context_processor(lambda: {"oms_split_info": split_info})  # the order page's panel
+        return blueprint
+
+    @expose("/split/<int:pk>", methods=["GET", "POST"])
+    @has_access
+    def split(self, pk):
+        """The split form: per line a quantity to move into a new order, and optionally the
+        new order's warehouse."""
+        from app.services import order_split
+        from app.services.errors import NotFound
+
+        quantities, warehouse = {}, ""
+        status = 200
+        if request.method == "POST":
+            quantities = {k[4:]: v.strip() for k, v in request.form.items() if k.startswith("qty_")}
+            warehouse = request.form.get("warehouse_id", "")
+            try:
+                result = order_split.split_order(pk, {k: v for k, v in quantities.items() if v},
+                                                 user_id=g.user.id, warehouse_id=warehouse or None)
+            except DomainError as exc:
+                flash(exc.message, "danger")
+                status = exc.status_code
+            else:
+                flash(result.summary, "success")
+                return redirect(url_for("OrderView.show", pk=result.new_order_id))
+        try:
+            order = order_service.get_order(pk)
+        except NotFound as exc:
+            flash(exc.message, "danger")
+            return redirect(url_for("OrderView.list"))
+        return self.render_template("orders/split.html", order=order, quantities=quantities,
+                                    warehouse=warehouse, warehouses=_active_warehouses(),
+                                    problem=order_split.why_not(order), title=_("Split order")), status
+
     # batch actions (services/batch_actions.py: savepoint per order, audit trail) --------
     def _run_batch(self, items, code: str, params: dict | None = None):
         from app.services import batch_actions
@@ -229,12 +268,41 @@ class OrderView(OmsModelView):
         return self._run_batch(items, "release")
 
 
+def _active_warehouses():
+    from sqlalchemy import select
+
+    from app.models import Warehouse
+
+    return db.session.scalars(select(Warehouse).where(Warehouse.active.is_(True))
+                              .order_by(Warehouse.priority, Warehouse.id)).all()
+
+
+def split_info(order_id) -> dict | None:
+    """For the order page: the split form's URL when this user may split this order now, and
+    the split family (original and parts). None when there is nothing to show."""
+    from app.extensions import appbuilder
+    from app.services import order_split
+
+    try:
+        order = order_service.get_order(int(order_id))
+        family = order_split.family(order) if order_split.is_split(order) else []
+        can = (appbuilder.sm.has_access("can_audit", "Order") and order_split.why_not(order) is None)
+    except Exception:  # a panel must never break the order page
+        return None
+    if not family and not can:
+        return None
+    return {"url": url_for("OrderView.split", pk=order.id) if can else None, "id": order.id,
+            "family": [{"id": o.id, "number": o.platform_order_id, "status": o.status_label,
+                        "root": o.split_from_id is None} for o in family]}
+
+
 class OrderApi(OmsModelRestApi):
     resource_name = "order"
     datamodel = OmsInterface(Order)
     class_permission_name = "Order"
     method_permission_name = dict(
         OmsModelRestApi.method_permission_name, transition="write", reveal="reveal", batch="read",
+        split="write",  # and can_audit, checked in split()
     )
     base_permissions = ["can_read", "can_write", "can_reveal"]
     list_columns = ["id", "platform_order_id", "shop.id", "shop.name", "platform", "status", "is_held",
@@ -429,6 +497,52 @@ class OrderApi(OmsModelRestApi):
             return self.response(202, job_id=outcome.job.id, total=outcome.total,
                                  message=f"已转入后台处理 {outcome.total} 个订单")
         return self.response(200, result=outcome.result)
+
+    @api_expose("/<int:pk>/split", methods=["POST"])
+    @protect()
+    @safe
+    @permission_name("split")
+    def split(self, pk):
+        """拆分订单: move quantities of lines into a new order of the same shop
+        ---
+        post:
+          description: >
+            Body ``{lines: {"<line id>": quantity}, warehouse_id?: int}``. Needs ``can_audit`` on
+            Order (运营, 管理员). Only 待审核/待发货 orders, not held 退款中 or 平台锁定; at
+            least one unit stays. 201 ``{result: {id, platform_order_id, status, new_order: {id,
+            platform_order_id, status}, moved, message}}``; errors ``{message, field}`` in zh.
+          parameters:
+          - in: path
+            schema: {type: integer}
+            name: pk
+          requestBody:
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    lines: {type: object, additionalProperties: {type: integer}}
+                    warehouse_id: {type: integer}
+          responses:
+            201: {description: The original and the new order}
+            403: {$ref: '#/components/responses/403'}
+            404: {$ref: '#/components/responses/404'}
+            409: {description: The order cannot be split now}
+            422: {$ref: '#/components/responses/422'}
+        """
+        from app.services import order_split
+
+        if not self.appbuilder.sm.has_access("can_audit", "Order"):
+            return self.response(403, message="没有拆分订单的权限")
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return self.response(422, message="请求体必须是 JSON 对象")
+        try:
+            result = order_split.split_order(pk, body.get("lines"), user_id=g.user.id,
+                                             warehouse_id=body.get("warehouse_id"))
+        except DomainError as exc:
+            return self.response(exc.status_code, **exc.to_dict())
+        return self.response(201, result=result.to_dict())
 
     @api_expose("/<int:pk>/reveal", methods=["POST"])
     @protect()
