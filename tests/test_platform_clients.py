@@ -711,3 +711,82 @@ def test_jd_ship_failure_is_reported():
     with pytest.raises(PlatformError) as info:
         client.ship("1", "463", "JDV1")
     assert "订单已出库" in info.value.message
+
+
+# --- JSON without loss, and orders listed unparsed (Deferred) ---------------------------------
+def test_ids_above_2_53_and_beyond_64_bits_come_out_as_their_exact_digits():
+    from app.platforms.common import loads, text
+
+    small = loads(f'{{"tid":{BIG_TID},"oid":[{BIG_OID}],"n":1}}'.encode())
+    assert small["tid"] == BIG_TID and text(small["tid"]) == "4053129948573152889"
+    assert text(small["oid"][0]) == "4053129948573152890"
+    huge = 2 ** 64 + 12345  # beyond 64 bits: orjson would make it a float
+    parsed = loads(f'{{"tid":{huge},"payment":12.30,"s":"x"}}'.encode())
+    assert text(parsed["tid"]) == str(huge) and parsed["payment"] == Decimal("12.30")
+
+
+def test_pdd_money_sent_as_json_numbers_is_exact():
+    from app.platforms.common import loads, money
+
+    payload = loads(b'{"a":59.9,"b":0.1,"c":1234567890.07,"d":100,"e":0.0}')
+    assert [money(payload[k]) for k in "abcde"] == [Decimal("59.90"), Decimal("0.10"), Decimal("1234567890.07"),
+                                                     Decimal("100.00"), Decimal("0.00")]
+    with pytest.raises(PlatformError):
+        money(1.5e15)  # beyond what a float can carry to the cent
+
+
+def test_taobao_trade_with_tid_above_2_53_parses_the_same_deferred_or_not():
+    """Listed unparsed, an order keeps its exact id and its payload's digest; parsing it
+    later gives the same order as parsing it at once, and only then is fullinfo called."""
+    def fullinfo(form):
+        trade = tb_trade(BIG_TID, buyer_message="请发顺丰", seller_memo="已核对地址", has_buyer_message=True)
+        return {"trade_fullinfo_get_response": {"trade": trade}}
+
+    def fetch(defer):
+        client = taobao_client()
+        client.defer_parsing = defer
+        routes = increment_routes({1: [tb_trade(BIG_TID, has_buyer_message=True), tb_trade(1001)]}, total=2,
+                                  **{"taobao.trade.fullinfo.get": fullinfo})
+        gw = mount(client, top_gateway(routes))
+        [page] = list(client.fetch_changed(*WINDOW))
+        return page.orders, gw
+
+    eager, gw_eager = fetch(False)
+    deferred, gw_deferred = fetch(True)
+    assert len(gw_eager.calls) == 2 and len(gw_deferred.calls) == 1  # no fullinfo until parsed
+    assert [d.platform_order_id for d in deferred] == ["4053129948573152889", "1001"]
+    assert [d.raw_digest for d in deferred] == [o.raw_digest for o in eager]
+    assert all(len(d.raw_digest) == 32 for d in deferred)
+    parsed = [d.parse() for d in deferred]
+    assert [c["method"] for c in gw_deferred.calls][1:] == ["taobao.trade.fullinfo.get"]
+    assert parsed == eager and [p.raw_digest for p in parsed] == [o.raw_digest for o in eager]
+    assert parsed[0].lines[0].platform_line_id == "4053129948573152890"
+
+
+def test_a_changed_payload_has_another_raw_digest():
+    client = taobao_client()
+    mount(client, top_gateway(increment_routes({1: [tb_trade(1001), tb_trade(1002, receiver_zip="310001")]},
+                                               total=2)))
+    [page] = list(client.fetch_changed(*WINDOW))
+    a, b = page.orders
+    assert a.raw_digest != b.raw_digest
+    client2 = taobao_client()
+    mount(client2, top_gateway(increment_routes({1: [tb_trade(1001)]}, total=1)))
+    [again] = list(client2.fetch_changed(*WINDOW))
+    assert again.orders[0].raw_digest == a.raw_digest
+
+
+def test_pdd_deferred_order_parses_to_the_same_order():
+    def listing(defer):
+        client = pdd_client()
+        client.defer_parsing = defer
+        mount(client, pdd_gateway({"pdd.order.number.list.increment.get": lambda form: {
+            "order_sn_increment_get_response": {"total_count": 1, "order_sn_list": [
+                pdd_order("240318-422796379670121", pay_amount=35.8, goods_amount=39.8)]}}}))
+        start = dt.datetime(2024, 3, 18, 2, 0, tzinfo=UTC)
+        [page] = list(client.fetch_changed(start, start + dt.timedelta(minutes=30)))
+        return page.orders[0]
+
+    eager, deferred = listing(False), listing(True)
+    assert deferred.platform_order_id == "240318-422796379670121"
+    assert deferred.parse() == eager and eager.paid_amount == Decimal("35.80")

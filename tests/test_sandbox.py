@@ -514,3 +514,58 @@ def test_seed_100k_orders_is_fast(state):
     window = state.listing_window(TB.app_key, T0 - 86400, T0, filter_key="all", predicate=lambda o: True)
     assert 3000 < len(window) < 3700
     print(f"one-day window of {len(window)} orders in {time.perf_counter() - t:.3f} s")
+
+
+# --- keep-alive and cached order texts ---------------------------------------------------
+def test_gateway_keeps_the_connection_open_as_real_gateways_do(state, base, clock):
+    """HTTP/1.1 keep-alive: many calls on one connection, a body the app does not read
+    is drained before the next request, and a client that asks to close gets closed."""
+    import http.client
+    from urllib.parse import urlencode
+
+    state.seed_orders(TB, 5, T0 - 3600, T0 - 60)
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    params = top_signed({"method": "taobao.trades.sold.increment.get", "app_key": TB.app_key,
+                         "session": TB.access_token, "timestamp": bj(clock()), "format": "json", "v": "2.0",
+                         "fields": "tid,modified", "start_modified": bj(T0 - 7200), "end_modified": bj(T0)},
+                        TB.app_secret)
+    form = urlencode(params).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    sockets = set()
+    for _ in range(3):
+        conn.request("POST", "/router/rest", body=form, headers=headers)
+        sockets.add(id(conn.sock))
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == 200 and r.getheader("Connection") is None
+        assert int(r.getheader("Content-Length")) == len(body)
+        assert json.loads(body)["trades_sold_increment_get_response"]["total_results"] == 5
+    conn.request("POST", "/_sandbox/tick", body=b"x" * 5000, headers={"Content-Type": "text/plain"})
+    assert conn.getresponse().read()  # the body it did not read is drained
+    conn.request("GET", "/_sandbox/shops")
+    r = conn.getresponse()
+    assert r.read() and r.status == 200 and len(sockets) == 1 and conn.sock is not None
+    conn.request("GET", "/_sandbox/shops", headers={"Connection": "close"})
+    r = conn.getresponse()
+    r.read()
+    assert r.getheader("Connection") == "close" and r.will_close
+    conn.close()
+
+
+def test_a_changed_order_is_served_changed_not_from_the_cached_text(state, call, clock):
+    [key] = state.seed_orders(TB, 1, T0 - 3600, T0 - 60, statuses={"paid": 1})
+
+    def listed():
+        body = call.top(TB, "taobao.trades.sold.increment.get", fields="tid,modified,receiver_address",
+                        start_modified=bj(T0 - 7200), end_modified=bj(T0 + 3600)).json()
+        return body["trades_sold_increment_get_response"]["trades"]["trade"]
+
+    first = listed()
+    assert listed() == first and len(state.book(TB.app_key).fragments) == 1
+    clock.advance(30)
+    state.apply_event(TB.app_key, key, "address", receiver={"address": "新地址 9 号"})
+    [changed] = listed()
+    assert changed["receiver_address"] == "新地址 9 号" and changed["modified"] == bj(clock())
+    state.clear_fragments()
+    assert listed() == [changed]

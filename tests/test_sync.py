@@ -232,3 +232,73 @@ def test_resync_updates_lines_cost_holds_and_spend(shop_id):
     assert order.cost_amount == Decimal("25.00")
     assert "unmatched_sku" in order.active_hold_reasons
     assert order.customer.total_spent == spent - Decimal("99.00") + Decimal("69.00")
+
+
+class ListingClient(ScriptedClient):
+    """Like a gateway client: every listed order carries the digest of its payload (here
+    the digest of its repr), and is listed unparsed (Deferred) when the engine asks."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.defer_parsing = False
+        self.parsed = []
+        self.deferred_pages = 0
+
+    def fetch_changed(self, start, end, page_size=100):
+        import hashlib
+
+        from app.platforms.base import Deferred
+
+        for page in super().fetch_changed(start, end, page_size):
+            items = []
+            for o in page.orders:
+                raw = hashlib.blake2b(repr(o).encode(), digest_size=16).hexdigest()
+                if self.defer_parsing:
+                    items.append(Deferred(o.platform_order_id, raw, self._parse, o))
+                else:
+                    items.append(self._parse(o))
+                    items[-1].raw_digest = raw
+            self.deferred_pages += self.defer_parsing
+            yield Page(orders=items, page_no=page.page_no)
+
+    def _parse(self, o):
+        self.parsed.append(o.platform_order_id)
+        import dataclasses
+
+        return dataclasses.replace(o)
+
+
+def test_resync_recognises_unchanged_payloads_unparsed_and_applies_changed_ones(shop_id):
+    client = ListingClient([po(f"R{i}", modified=NOW - dt.timedelta(minutes=10 + i)) for i in range(6)])
+    first = sync.sync_shop(shop_id, now=NOW, client=client)
+    assert first.created == 6 and sorted(client.parsed) == [f"R{i}" for i in range(6)]
+    stored = _orders(shop_id)["R1"].platform_hash
+    assert len(stored) == 64 and stored[32:] == sync.payload_hash(client.orders["R1"])[:32]
+    events = db.session.query(OrderEvent).count()
+    client.orders["R2"] = po("R2", modified=NOW - dt.timedelta(minutes=12), receiver_address="新地址 2 号")
+    db.session.get(Shop, shop_id).sync_checkpoint = None
+    db.session.commit()
+    client.parsed.clear()
+    client.deferred_pages = 0
+    run = sync.sync_shop(shop_id, now=NOW, client=client)
+    assert (run.created, run.updated, run.unchanged) == (0, 1, 5)
+    assert client.deferred_pages == 3 and client.parsed == ["R2"]  # only the changed one was parsed
+    r2 = _orders(shop_id)["R2"]
+    assert r2.receiver_address == "新地址 2 号"
+    new_events = db.session.scalars(select(OrderEvent).order_by(OrderEvent.id).offset(events)).all()
+    assert {e.order_id for e in new_events} == {r2.id}
+    assert "receiver_address" in {e.field for e in new_events}
+
+
+def test_orders_stored_with_the_content_checksum_stay_unchanged_when_listed_with_raw_digests(shop_id):
+    """Orders synced before payload digests (platform_hash = payload_hash) are recognised
+    by content; nothing is rewritten."""
+    plain = ScriptedClient([po(f"P{i}") for i in range(4)])
+    sync.sync_shop(shop_id, now=NOW, client=plain)
+    stored = _orders(shop_id)
+    assert {stored[pid].platform_hash for pid in plain.orders} == {sync.payload_hash(o) for o in plain.orders.values()}
+    db.session.get(Shop, shop_id).sync_checkpoint = None
+    db.session.commit()
+    listing = ListingClient(plain.orders.values())
+    run = sync.sync_shop(shop_id, now=NOW, client=listing)
+    assert (run.created, run.updated, run.unchanged) == (0, 0, 4)

@@ -271,3 +271,44 @@ def test_new_sandbox_order_arrives_through_the_scheduled_path(sandbox, shops, ap
     html = login("ops").get("/orderview/list/").get_data(as_text=True)
     assert created["order_id"] in html
     conn.flushdb()
+
+
+def test_resync_skips_unchanged_orders_without_fullinfo_calls_and_applies_changed_ones(sandbox, shops):
+    """A re-read of windows already synced: orders whose payload is the one stored are
+    recognised without parsing them (so without Taobao's fullinfo call for a buyer
+    message); orders changed on the platform meanwhile are parsed and applied."""
+    from app.platforms import client_for
+
+    base, state = sandbox
+    twin = TWINS["taobao"]
+    now = dt.datetime.now(dt.timezone.utc)
+    keys = state.seed_orders(twin, 150, now - dt.timedelta(hours=30), now - dt.timedelta(minutes=5),
+                             statuses={"paid": 1})
+    with_message = {k for k in keys if state.order(twin.app_key, k).message}
+    assert with_message
+    sync.sync_shop(shops["taobao"])
+    moved, refunded = sorted(keys)[:2], sorted(keys)[2]
+    for key in moved:
+        state.apply_event(twin.app_key, key, "address", receiver={"address": f"新地址 {key[-3:]} 号"})
+    state.apply_event(twin.app_key, refunded, "refund")
+    time.sleep(1.1)  # the gateways speak whole seconds
+    shop = db.session.get(Shop, shops["taobao"])
+    shop.sync_checkpoint = None
+    db.session.commit()
+
+    methods = []
+    client = client_for(shop)
+    post = client.session.post
+
+    def counting_post(url, data=None, **kw):
+        methods.append("fullinfo" if b"fullinfo" in data else "list")
+        return post(url, data=data, **kw)
+
+    client.session.post = counting_post
+    run = sync.sync_shop(shops["taobao"], client=client)
+    assert run.status == "success", run.error
+    assert (run.created, run.updated) == (0, 3) and run.unchanged == run.fetched - 3
+    assert methods.count("fullinfo") <= len(with_message & {*moved, refunded})
+    theirs = _reconcile(base, "taobao", shops["taobao"])
+    ours = _ours(shops["taobao"])
+    assert ours[refunded].is_held and ours[moved[0]].receiver_address == theirs[moved[0]]["receiver_address"]

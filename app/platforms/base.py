@@ -59,6 +59,33 @@ class PlatformOrder:
     # A full refund before shipping: the order is to be closed (GLOSSARY.md).
     refund_closed: bool = False
     lines: list[PlatformLine] = field(default_factory=list)
+    # The digest of the order's payload as the gateway listed it (common.raw_digest), set by
+    # the client that parsed it. Not a field on purpose: a copy made with other values
+    # (dataclasses.replace, tests) must not carry the digest of the payload it came from.
+    # (Not annotated: not a field, nor in __dataclass_fields__.) Optional[str].
+    raw_digest = None
+
+
+class Deferred:
+    """A listed order not parsed yet (``GatewayClient.defer_parsing``): its id and the
+    digest of its payload, enough for the sync engine to recognise an unchanged order;
+    ``parse()`` gives the PlatformOrder (Taobao: with the ``fullinfo`` call for a buyer
+    message, made then)."""
+
+    __slots__ = ("platform_order_id", "raw_digest", "_parse", "_payload")
+
+    def __init__(self, platform_order_id: str, raw_digest: str, parse, payload):
+        self.platform_order_id = platform_order_id
+        self.raw_digest = raw_digest
+        self._parse = parse
+        self._payload = payload
+
+    def parse(self) -> "PlatformOrder":
+        order = self._parse(self._payload)
+        if order.platform_order_id != self.platform_order_id:  # one id rule for both paths
+            raise PlatformError("bad_response", f"订单号解析不一致：{self.platform_order_id}", kind="server")
+        order.raw_digest = self.raw_digest
+        return order
 
 
 @dataclass

@@ -122,7 +122,7 @@ class JdClient(GatewayClient):
         def fetch(page: int):
             body = self.call(api, {**base, "page": str(page)})
             result = self._result(body, "searchorderinfo_result", api, "订单查询")
-            orders = [parse_order(o) for o in as_list(result.get("orderInfoList"))]
+            orders = [self._listed(o, order_id_of, parse_order) for o in as_list(result.get("orderInfoList"))]
             return orders, integer(result.get("orderTotal"))
 
         yield from self._pages(fetch, page_size)
@@ -159,6 +159,10 @@ class JdClient(GatewayClient):
 
 
 # --- parsing ----------------------------------------------------------------------
+def order_id_of(o: dict) -> Optional[str]:
+    return text(o.get("orderId"))
+
+
 def parse_order(o: dict) -> PlatformOrder:
     order_id = text(o.get("orderId"))
     if not order_id:

@@ -110,7 +110,7 @@ class PddClient(GatewayClient):
 
         def fetch(page: int):
             body = self._response(api, {**base, "page": page}, "order_sn_increment_get_response")
-            orders = [parse_order(o) for o in as_list(body.get("order_sn_list"))]
+            orders = [self._listed(o, order_sn_of, parse_order) for o in as_list(body.get("order_sn_list"))]
             return orders, integer(body.get("total_count"))
 
         yield from self._pages(fetch, page_size)
@@ -144,6 +144,10 @@ class PddClient(GatewayClient):
 
 
 # --- parsing ----------------------------------------------------------------------
+def order_sn_of(o: dict) -> Optional[str]:
+    return text(o.get("order_sn"))
+
+
 def parse_order(o: dict) -> PlatformOrder:
     order_sn = text(o.get("order_sn"))
     if not order_sn:

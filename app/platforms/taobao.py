@@ -121,7 +121,8 @@ class TaobaoClient(GatewayClient):
         def fetch(page_no: int):
             body = self.call("taobao.trades.sold.increment.get", {**base, "page_no": page_no})
             trades = as_list(dig(body, "trades", "trade"))
-            return [self._with_messages(trade) for trade in trades], integer(body.get("total_results"))
+            return ([self._listed(trade, trade_id, self._with_messages) for trade in trades],
+                    integer(body.get("total_results")))
 
         yield from self._pages(fetch, page_size)
 
@@ -167,8 +168,13 @@ class TaobaoClient(GatewayClient):
 
 
 # --- parsing ----------------------------------------------------------------------
+def trade_id(trade: dict) -> Optional[str]:
+    """The trade's tid as exact digits (``tid_str`` when sent)."""
+    return text(trade.get("tid_str")) or text(trade.get("tid"))
+
+
 def parse_trade(trade: dict) -> PlatformOrder:
-    tid = text(trade.get("tid_str")) or text(trade.get("tid"))
+    tid = trade_id(trade)
     if not tid:
         raise PlatformError("bad_response", "淘宝订单缺少 tid", kind="server")
     platform_status = text(trade.get("status")) or ""

@@ -18,11 +18,14 @@ import datetime as dt
 import hashlib
 import heapq
 import itertools
+import json
 import random
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Callable, Iterable, Optional, Union
+
+import orjson
 
 from . import data
 
@@ -319,6 +322,8 @@ class _Book:
         self.burst_served = 0
         self.version = 0
         self.cache: dict = {}
+        # (order key, variant) -> (order, order version, JSON bytes): see SandboxState.fragment
+        self.fragments: dict = {}
         self.is_top = shop.protocol == "top"
 
 
@@ -594,7 +599,8 @@ class SandboxState:
         bisect.insort(book.index, (o.modified, o.key))
 
     def _touch(self, book: _Book, o: Order, t: int) -> None:
-        """Set the order's modified time (never backwards) and re-index it."""
+        """Set the order's modified time (never backwards) and re-index it. Every change to an
+        order ends here: its new ``version`` retires the order's cached JSON (``fragment``)."""
         t = max(int(t), o.modified)
         old = (o.modified, o.key)
         i = bisect.bisect_left(book.index, old)
@@ -912,6 +918,31 @@ class SandboxState:
             book.cache.clear()
         book.cache[ck] = (book.version, result)
         return result
+
+    MAX_FRAGMENTS = 250_000  # per shop; beyond it the cache starts again
+
+    def fragment(self, book: _Book, o: Order, variant: tuple, render: Callable[[Order], dict]) -> bytes:
+        """``render(o)`` as JSON bytes, kept while the order is unchanged: every change to an
+        order goes through ``_touch``, which bumps ``o.version``. ``variant`` names what
+        ``render`` makes (protocol, TOP fields), so a cached text is only reused for the same."""
+        key = (o.key, variant)
+        hit = book.fragments.get(key)
+        if hit is not None and hit[0] is o and hit[1] == o.version:
+            return hit[2]
+        try:
+            data = orjson.dumps(render(o))
+        except TypeError:  # an integer beyond 64 bits: the standard library writes it exactly
+            data = json.dumps(render(o), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        if len(book.fragments) >= self.MAX_FRAGMENTS:
+            book.fragments.clear()
+        book.fragments[key] = (o, o.version, data)
+        return data
+
+    def clear_fragments(self) -> None:
+        """Forget every cached order text (benchmarks measure serialization from cold)."""
+        with self.lock:
+            for book in self.books.values():
+                book.fragments.clear()
 
     def disturb(self, app_key: str, orders: list[Order]) -> None:
         """The change-between-pages fault: the seller edits these orders now."""

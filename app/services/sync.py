@@ -20,6 +20,11 @@
   path leaves them and written in bulk (services/bulk_orders.py, shared with the import);
   the state machine per order only where it may move stock, and for changed orders
   (loaded in one query per page). The next window is fetched while one is applied.
+* The stored checksum starts with the digest of the order's payload as the gateway sent
+  it (``checksum``): when most listed orders turn out unchanged, the client lists them
+  unparsed and only new or changed ones are parsed (for Taobao: only they cost a
+  ``fullinfo`` call). Like incremental sync itself, this relies on the platform moving an
+  order's modified time, which is in its payload, whenever it changes the order.
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ from app.extensions import db
 from app.models import Order, OrderEvent, OrderLine, Shop, SyncRun
 from app.models.types import utcnow
 from app.platforms import PlatformError, PlatformOrder, client_for
-from app.platforms.base import PlatformLine
+from app.platforms.base import Deferred, PlatformLine
 
 from . import bulk_orders, order_status, orders, sku_mapping
 from .errors import DomainError
@@ -77,6 +82,33 @@ def legacy_payload_hash(po: PlatformOrder) -> str:
     text = json.dumps(asdict(po), default=lambda v: str(v) if isinstance(v, (Decimal, dt.datetime)) else v,
                       sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_RAW = 32  # hex digits of the raw digest (platforms.common.raw_digest) heading a stored checksum
+
+
+def checksum(po: PlatformOrder) -> str:
+    """What ``Order.platform_hash`` stores for a platform order (64 characters). From a
+    gateway listing, which gives the digest of the order's payload as sent: that digest
+    (32 hex) followed by the first half of ``payload_hash``, so a re-listed order whose
+    payload is byte for byte the same is recognised before it is parsed (``apply_page``),
+    and one whose payload differs is parsed and compared by content. Without a raw digest
+    (``fetch_order``, scripted clients): ``payload_hash``."""
+    full = payload_hash(po)
+    raw = po.raw_digest
+    return raw + full[:_RAW] if raw else full
+
+
+def same_payload(stored: Optional[str], po: PlatformOrder, digest: str) -> bool:
+    """Whether the stored checksum says ``po`` (with ``digest = checksum(po)``) is unchanged:
+    the same raw payload, or the same content (the stored checksum in any of its forms:
+    raw + content, content alone, or the older JSON + SHA-256 one)."""
+    if not stored:
+        return False
+    raw = po.raw_digest
+    content = digest[_RAW:] if raw else digest[:_RAW]
+    return (stored == digest or stored[_RAW:] == content or stored[:_RAW] == content
+            or (raw is not None and stored[:_RAW] == raw) or stored == legacy_payload_hash(po))
 
 
 def payload_hash(po: PlatformOrder) -> str:
@@ -230,9 +262,9 @@ def apply_platform_order(shop: Shop, po: PlatformOrder, skus_by_code: dict, know
     ``known_hash``: the stored checksum from ``existing_hashes`` (None: not stored yet),
     which lets an unchanged order be skipped without loading it. The per-order path:
     :func:`apply_page` writes new orders in bulk and uses this for the rest."""
-    digest = payload_hash(po)
+    digest = checksum(po)
     if known_hash is not _MISSING:
-        if known_hash == digest:
+        if same_payload(known_hash, po, digest):
             return "unchanged"
         if known_hash is None:
             order = None
@@ -243,7 +275,7 @@ def apply_platform_order(shop: Shop, po: PlatformOrder, skus_by_code: dict, know
         order = db.session.execute(
             select(Order).where(Order.shop_id == shop.id, Order.platform_order_id == po.platform_order_id)
         ).scalar_one_or_none()
-    if order is not None and order.platform_hash == digest:
+    if order is not None and same_payload(order.platform_hash, po, digest):
         return "unchanged"
     if order is None:
         initial = "pending_payment" if po.status == "pending_payment" else "to_audit"
@@ -421,8 +453,10 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
     """Apply one page; returns the counts of created / updated / unchanged orders.
 
     One query for the stored checksums of the page's orders; unchanged ones cost nothing
-    more. New ones are written in bulk (``bulk=False``: one ``apply_platform_order`` each,
-    the reference the tests compare with); changed ones are loaded in one query and
+    more (a listed order whose payload is the one stored is not even parsed: the page may
+    hold ``Deferred`` orders, parsed here only when new or changed). New ones are written
+    in bulk (``bulk=False``: one ``apply_platform_order`` each, the reference the tests
+    compare with); changed ones are loaded in one query and
     updated one by one. An order listed twice (backwards paging) is applied after its
     first copy, as if one after the other."""
     counts = {"created": 0, "updated": 0, "unchanged": 0}
@@ -438,10 +472,15 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
         known = existing_hashes(shop.id, list(seen))
     for batch in rounds:
         new, changed = [], []
-        for po in batch:
-            digest = payload_hash(po)
-            stored = known.get(po.platform_order_id)
-            if stored == digest or (stored and stored == legacy_payload_hash(po)):
+        for item in batch:
+            stored = known.get(item.platform_order_id)
+            raw = item.raw_digest
+            if raw is not None and stored is not None and stored[:_RAW] == raw:
+                counts["unchanged"] += 1  # the same payload as stored: not even parsed
+                continue
+            po = item.parse() if isinstance(item, Deferred) else item
+            digest = checksum(po)
+            if same_payload(stored, po, digest):
                 counts["unchanged"] += 1
                 continue
             (new if stored is None else changed).append((po, digest))
@@ -511,6 +550,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
     shop = db.session.get(Shop, shop_id)
     if shop is None:
         raise DomainError(f"店铺不存在：{shop_id}")
+    own_client = client is None
     client = client or client_for(shop)
     now = now or utcnow()
     retries = {"n": 0}
@@ -529,6 +569,12 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
     db.session.add(run)
     db.session.commit()
     ctx = RunContext(shop.id)
+    # A shop with orders already: listed orders are likely known, so the client lists them
+    # unparsed (Deferred) and apply_page parses only the new or changed ones. Then, page by
+    # page, the share of unchanged orders decides (parsing in the fetch thread overlaps
+    # with the database; parsing an unchanged order is wasted).
+    client.defer_parsing = db.session.execute(
+        select(Order.id).where(Order.shop_id == shop.id).limit(1)).first() is not None
     windows = []
     while start < end_limit:
         end = min(start + client.max_window, end_limit)
@@ -558,6 +604,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
             wrote = False
             for page in pages:
                 counts = apply_page(shop, page.orders, ctx, bulk=bulk)
+                client.defer_parsing = counts["unchanged"] * 2 > len(page.orders)
                 # Counters once per page, not per order (each change would flush the run row).
                 for outcome, n in counts.items():
                     setattr(run, outcome, getattr(run, outcome) + n)
@@ -612,6 +659,9 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
     finally:
         stopping.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        if own_client:
+            with contextlib.suppress(Exception):
+                client.session.close()  # its kept-alive gateway connection
     run.retries = retries["n"]
     run.finished_at = utcnow()
     db.session.commit()
