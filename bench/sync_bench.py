@@ -595,6 +595,126 @@ def _sync_each(shop_ids, trigger, totals) -> None:
         db.session.remove()
 
 
+# --- parallel shops: N worker processes, as production runs one sync job per shop on N RQ workers ---
+def worker_child(args) -> None:
+    """A worker process: build the app on the given database, say ready, then on each
+    command line from the parent (a JSON list of shop ids) sync those shops one after the
+    other and print one JSON line with the totals and this process's CPU seconds."""
+    app = build_app(args.worker_db, args.redis_url)
+    import logging
+
+    logging.getLogger("flask_appbuilder").setLevel(logging.ERROR)
+    with app.app_context():
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            shop_ids = json.loads(line)
+            if isinstance(shop_ids, dict) and "prepare" in shop_ids:  # the world, on this scratch database
+                base, days, n = shop_ids["prepare"]
+                ids = prepare_world(base, bench_sandbox_shops(n), days)
+                clear_locks(ids)
+                print(json.dumps({"shop_ids": ids}), flush=True)
+                continue
+            if isinstance(shop_ids, dict) and "reset" in shop_ids:
+                reset_checkpoints()
+                print(json.dumps({"ok": True}), flush=True)
+                continue
+            c0, w0 = time.process_time(), time.perf_counter()
+            totals = {"fetched": 0, "created": 0, "updated": 0, "unchanged": 0, "pages": 0, "retries": 0,
+                      "failed": [], "per_shop_s": []}
+            _sync_each(shop_ids, "manual", totals)
+            totals["cpu"] = time.process_time() - c0
+            totals["wall"] = time.perf_counter() - w0
+            totals["shop"] = shop_ids[0] if len(shop_ids) == 1 else shop_ids
+            print(json.dumps(totals), flush=True)
+
+
+class Workers:
+    """N worker processes (``worker_child``), started before the measurement so their
+    start-up is not timed; ``run(shop_ids)`` hands out one shop at a time and waits for all."""
+
+    def __init__(self, n: int, db_url: str, redis_url: str):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", "--worker-db", db_url,
+               "--redis-url", redis_url]
+        self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+                      for _ in range(n)]
+        for proc in self.procs:
+            if not json.loads(proc.stdout.readline() or "{}").get("ready"):
+                raise SystemExit("a bench worker failed to start")
+
+    def ask(self, command) -> dict:
+        """One command to the first worker (prepare the world, reset the checkpoints)."""
+        proc = self.procs[0]
+        proc.stdin.write(json.dumps(command) + "\n")
+        proc.stdin.flush()
+        return json.loads(proc.stdout.readline())
+
+    def run(self, shop_ids: list) -> dict:
+        """Every shop synced once: each worker takes the next shop as soon as it is free (as RQ
+        workers take jobs from one queue); returns the totals and what each worker did."""
+        import selectors
+
+        queue = list(shop_ids)
+        done = {proc.pid: [] for proc in self.procs}
+        sel = selectors.DefaultSelector()
+        busy = 0
+        for proc in self.procs:
+            sel.register(proc.stdout, selectors.EVENT_READ, proc)
+            if queue:
+                self._give(proc, queue.pop(0))
+                busy += 1
+        while busy:
+            for key, _mask in sel.select():
+                proc = key.data
+                line = proc.stdout.readline()
+                if not line:
+                    raise SystemExit("a bench worker died")
+                done[proc.pid].append(json.loads(line))
+                busy -= 1
+                if queue:
+                    self._give(proc, queue.pop(0))
+                    busy += 1
+        sel.close()
+        outs = [o for runs in done.values() for o in runs]
+        totals = {k: sum(o[k] for o in outs) for k in ("fetched", "created", "updated", "unchanged", "pages",
+                                                        "retries", "cpu")}
+        totals["failed"] = [f for o in outs for f in o["failed"]]
+        totals["per_worker"] = [{"shops": [o["shop"] for o in runs], "busy_s": round(sum(o["wall"] for o in runs), 2),
+                                 "cpu": round(sum(o["cpu"] for o in runs), 2)} for runs in done.values()]
+        return totals
+
+    @staticmethod
+    def _give(proc, shop_id: int) -> None:
+        proc.stdin.write(json.dumps([shop_id]) + "\n")
+        proc.stdin.flush()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            try:
+                proc.stdin.close()
+                proc.wait(timeout=15)
+            except Exception:
+                proc.kill()  # only our own child, by its handle
+                proc.wait(timeout=5)
+
+
+def measure_parallel(meter, workers: "Workers", shop_ids: list):
+    """(b)/(c) over the worker processes: wall from the moment all get their shops until the
+    last is done; their CPU is the ``cpu oms`` column (and is taken out of ``cpu other``)."""
+    result, cost = meter.measure(workers.run, shop_ids)
+    cost["cpu_oms"] += result["cpu"]
+    if cost.get("cpu_other") is not None:
+        cost["cpu_other"] = max(0.0, cost["cpu_other"] - result["cpu"])
+    return result, cost
+
+
+def clear_sandbox_cache(base: str) -> None:
+    """The sandbox keeps each order's JSON while the order is unchanged; a first sync is
+    measured with none kept (the parse-only phase before it has just serialized them all)."""
+    import requests
+
+    requests.post(f"{base}/_sandbox/fragments/clear", timeout=30).raise_for_status()
+
+
 def reset_checkpoints() -> None:
     from sqlalchemy import update
 
@@ -749,10 +869,18 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-oms", action="store_true",
                     help="measure only (d) and (a): parse and the raw limit (quick at 100000 orders)")
     ap.add_argument("--json", help="also write the results as JSON to this file")
+    ap.add_argument("--workers", type=int, default=2, metavar="N",
+                    help="also run (b) and (c) with the shops spread over N worker processes, on a second "
+                         "scratch database (production: one sync job per shop on N RQ workers); 0 = skip")
     ap.add_argument("--_sandbox-child", dest="sandbox_child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--_worker", dest="worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-db", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.sandbox_child:
         sandbox_child(args)
+        return 0
+    if args.worker:
+        worker_child(args)
         return 0
 
     started = dt.datetime.now().astimezone()
@@ -849,6 +977,7 @@ def main(argv=None) -> int:
                 return 0
 
             # (b) OMS first sync --------------------------------------------------------
+            clear_sandbox_cache(sbx["base"])
             prof = cProfile.Profile() if args.profile else None
             first, cost_b = meter.measure(sync_all, shop_ids, profile=prof)
             counts_b = db_counts()
@@ -871,6 +1000,32 @@ def main(argv=None) -> int:
             print(f"    database now: {counts_c}")
             results["resync"] = {**again, **cost_c, "db": counts_c}
 
+            # (b2) (c2) the same over worker processes, on a second scratch database --------
+            par_first = par_again = None
+            if args.workers > 1:
+                db2_name, db2_url = create_database(args.pg_url)
+                workers = None
+                try:
+                    workers = Workers(args.workers, db2_url, args.redis_url)
+                    ids2 = workers.ask({"prepare": [sbx["base"], args.days, args.shops]})["shop_ids"]
+                    clear_sandbox_cache(sbx["base"])
+                    par_first, cost_b2 = measure_parallel(meter, workers, ids2)
+                    print(f"(b2) first sync, {args.workers} worker processes: fetched {par_first['fetched']}, "
+                          f"created {par_first['created']}, failed {par_first['failed'] or 'none'}; per worker "
+                          f"{par_first['per_worker']}")
+                    workers.ask({"reset": True})
+                    par_again, cost_c2 = measure_parallel(meter, workers, ids2)
+                    print(f"(c2) re-sync, {args.workers} worker processes: fetched {par_again['fetched']}, "
+                          f"unchanged {par_again['unchanged']}, updated {par_again['updated']}, created "
+                          f"{par_again['created']}, failed {par_again['failed'] or 'none'}; per worker "
+                          f"{par_again['per_worker']}")
+                    results["first_sync_parallel"] = {**par_first, **cost_b2, "workers": args.workers}
+                    results["resync_parallel"] = {**par_again, **cost_c2, "workers": args.workers}
+                finally:
+                    if workers is not None:
+                        workers.close()
+                    drop_database(args.pg_url, db2_name)
+
             # (e) freshness ---------------------------------------------------------------
             fresh = None
             if not args.skip_freshness:
@@ -887,10 +1042,14 @@ def main(argv=None) -> int:
              cost_c),
             ("(d) parse only (fetch + parse, no apply)", n, cost_d),
         ]
+        if par_first:
+            rows[4:4] = [(f"(b2) OMS first sync ({args.workers} worker processes)", par_first["created"], cost_b2),
+                         (f"(c2) OMS no-change re-sync ({args.workers} worker processes)",
+                          par_again["unchanged"] + par_again["updated"] + par_again["created"], cost_c2)]
         print_table(rows, raw_rate, _rate(n, cost_a2["wall"]))
         print(f"orders = distinct orders the APIs list ({n}, {n_lines} lines = "
               f"{n_lines / max(1, n):.2f}/order); sandbox seeded {sbx['orders']} (unpaid ones are invisible on "
-              f"PDD/JD). Sequential: one shop after the other, one process.")
+              f"PDD/JD). Sequential: one shop after the other, one process; (b2)/(c2): worker processes taking the next shop from one queue as soon as they are free, as RQ workers do.")
         print(f"python floor over {n} orders: payload_hash {micro['payload_hash_s']:.2f} s "
               f"({_rate(n, micro['payload_hash_s']):.0f}/s), AES-GCM of 3 PII fields {micro['encrypt_s']:.2f} s "
               f"({_rate(n, micro['encrypt_s']):.0f}/s)")
@@ -903,6 +1062,17 @@ def main(argv=None) -> int:
             (f"no-change re-sync >= {TARGET_RESYNC:.0f} orders/s", resync_rate >= TARGET_RESYNC,
              f"{resync_rate:.0f}/s, rewrote {again['updated']}"),
         ]
+        if par_first:
+            w = args.workers
+            p_first = _rate(par_first["created"], cost_b2["wall"])
+            p_resync = _rate(par_again["unchanged"] + par_again["updated"] + par_again["created"], cost_c2["wall"])
+            verdicts += [
+                (f"first sync >= {TARGET_FIRST:.0f} orders/s, {w} workers", p_first >= TARGET_FIRST, f"{p_first:.0f}/s"),
+                (f"first sync within {TARGET_FIRST_RATIO:.0f}x of raw COPY, {w} workers",
+                 p_first * TARGET_FIRST_RATIO >= raw_rate, f"{raw_rate / p_first:.1f}x"),
+                (f"no-change re-sync >= {TARGET_RESYNC:.0f} orders/s, {w} workers", p_resync >= TARGET_RESYNC,
+                 f"{p_resync:.0f}/s, rewrote {par_again['updated']}"),
+            ]
         if fresh:
             worst = {}
             for s in fresh["per_shop"]:
@@ -933,6 +1103,10 @@ def main(argv=None) -> int:
         results["verdicts"] = [{"target": a, "pass": b, "value": c} for a, b, c in verdicts]
         results["rates"] = {"raw_first": raw_rate, "raw_rerun": _rate(n, cost_a2["wall"]), "first_sync": first_rate,
                             "resync": resync_rate, "parse": _rate(n, cost_d["wall"])}
+        if par_first:
+            results["rates"]["first_sync_parallel"] = _rate(par_first["created"], cost_b2["wall"])
+            results["rates"]["resync_parallel"] = _rate(par_again["unchanged"] + par_again["updated"]
+                                                        + par_again["created"], cost_c2["wall"])
         if prof:
             outdir = ROOT / "bench" / "out"
             outdir.mkdir(exist_ok=True)

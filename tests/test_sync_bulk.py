@@ -293,3 +293,68 @@ def test_a_shop_is_due_before_its_interval_so_runs_stay_within_it(ctx, ids):
     db.session.commit()
     assert shop.id not in sync.due_shops(now=started + dt.timedelta(seconds=45))
     assert shop.id in sync.due_shops(now=started + dt.timedelta(seconds=50))
+
+
+def test_two_shops_synced_at_once_with_the_same_new_buyer_both_succeed(pg_url, tmp_path, monkeypatch):
+    """One sync job per shop on two workers: both pages bring the same new buyer. The second
+    waits for the first page's commit (an advisory lock per customer key) and then finds the
+    customer, instead of inserting it again and failing on its unique phone hash."""
+    import threading
+    import time
+
+    from flask_migrate import upgrade
+
+    from app.extensions import db
+    from app.models import Customer, Shop
+    from app.services import orders, setup, sync
+
+    app = make_app(tmp_path / "unused.db", SQLALCHEMY_DATABASE_URI=pg_url)
+    phone = "13712345678"
+    with app.app_context():
+        upgrade()
+        setup.initialise(admin_password=world.ADMIN_PASSWORD)
+        world.build()
+        shop_ids = {}
+        for name, key in (("A店-淘宝", "A"), ("B店-拼多多", "B")):
+            shop = db.session.scalar(select(Shop).where(Shop.name == name))
+            shop.app_key, shop.sync_checkpoint, shop.backfill_days = "scripted", None, 1
+            shop_ids[key] = shop.id
+        db.session.commit()
+    r = redis.Redis.from_url(TEST_REDIS_URL)
+    r.delete(*[f"oms:sync:shop:{i}" for i in shop_ids.values()])
+    written, release = threading.Event(), threading.Event()
+    write_new = sync._write_new
+
+    def held_write(plans):  # shop A's page stays uncommitted, its new customer inserted
+        write_new(plans)
+        if threading.current_thread().name == "sync-A":
+            written.set()
+            release.wait(10)
+
+    monkeypatch.setattr(sync, "_write_new", held_write)
+    results = {}
+
+    def run(key):
+        with app.app_context():
+            try:
+                done = sync.sync_shop(shop_ids[key], now=NOW, client=ScriptedClient(
+                    [po(f"C{key}1", receiver_phone=phone)]))
+                results[key] = (done.status, done.error, done.created)
+            except Exception as exc:  # what a failed job would show
+                results[key] = ("raised", repr(exc), 0)
+
+    threads = {k: threading.Thread(target=run, args=(k,), name=f"sync-{k}") for k in "AB"}
+    threads["A"].start()
+    assert written.wait(10)
+    threads["B"].start()
+    time.sleep(0.5)  # B is waiting for A's page now
+    release.set()
+    for t in threads.values():
+        t.join(20)
+    try:
+        assert results == {"A": ("success", None, 1), "B": ("success", None, 1)}
+        with app.app_context():
+            [customer] = db.session.scalars(select(Customer).where(Customer.phone_hash == orders.phone_hash(phone)))
+            assert customer.order_count == 2
+    finally:
+        _dispose(app)

@@ -404,6 +404,23 @@ def plan_new(shop: Shop, po: PlatformOrder, digest: str, skus: dict, max_text: i
     return p
 
 
+_CUSTOMER_LOCKS = 0x4F4D5353  # "OMSS": the advisory-lock class of customer keys
+
+
+def lock_customers(keys) -> None:
+    """PostgreSQL: one transaction-level advisory lock per customer key (phone hash) of the
+    page's new orders, all taken in one statement in a fixed order before the writer looks
+    the customers up. Two shops synced at once (one job per shop on several workers) that
+    bring the same new buyer would otherwise both insert the customer, and one page would
+    fail on its unique phone hash; now the second waits for the first page's commit and
+    then finds the customer. SQLite serializes writers itself."""
+    ids = sorted({int(k[:7], 16) for k in keys if k})
+    if not ids or db.session.get_bind().dialect.name != "postgresql":
+        return
+    db.session.connection().exec_driver_sql(
+        "SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(%s::int[]) AS k", (_CUSTOMER_LOCKS, ids))
+
+
 def _write_new(plans: list) -> None:
     writer = bulk_orders.BulkWriter(user_id=None, source="sync", threaded=False)
     try:
@@ -420,8 +437,9 @@ def _create_new(shop: Shop, items: list, ctx: RunContext) -> None:
     stocked = None
     plans: list = []
     skus = ctx.skus(shop.id)
-    for po, digest in items:
-        p = plan_new(shop, po, digest, skus, ctx.max_text)
+    planned = [(po, plan_new(shop, po, digest, skus, ctx.max_text)) for po, digest in items]
+    lock_customers(orders.phone_hash(p.order["receiver_phone"]) for _po, p in planned)
+    for po, p in planned:
         if p.ships and any(ln["sku_id"] for ln in p.lines):
             if stocked is None:
                 stocked = _stocked_skus()
