@@ -212,11 +212,17 @@ def top_trade(state: SandboxState, shop, o: Order, *, full: bool) -> dict:
     return {k: v for k, v in t.items() if v is not None and v != ""}
 
 
-def _top_filter(trade: dict, fields: set[str]) -> dict:
+def _sub_fields(fields: set[str]) -> set[str]:
+    return {f.split(".", 1)[1] for f in fields if f.startswith("orders.")}
+
+
+def _top_filter(trade: dict, fields: set[str], sub: Optional[set[str]] = None) -> dict:
     """Keep the requested ``fields``: trade field names, ``orders`` (all sub-order
-    fields) or ``orders.<field>``. Unknown names are ignored."""
+    fields) or ``orders.<field>`` (``sub``: those names, when the caller has them). Unknown
+    names are ignored."""
     out = {k: v for k, v in trade.items() if k in fields and k != "orders"}
-    sub = {f.split(".", 1)[1] for f in fields if f.startswith("orders.")}
+    if sub is None:
+        sub = _sub_fields(fields)
     if "orders" in fields or sub:
         keep_all = "orders" in fields
         out["orders"] = {"order": [{k: v for k, v in line.items() if keep_all or k in sub}
@@ -277,11 +283,12 @@ def top_increment(state: SandboxState, shop, book, p: dict) -> Response:
     chunk = listing[(page_no - 1) * page_size: page_no * page_size]
     body = {"total_results": total, "has_next": page_no * page_size < total}
     variant = ("top", frozenset(fields), False)
+    sub = _sub_fields(fields)
     if chunk:  # TOP leaves out empty lists
         body["trades"] = {"trade": _FRAGMENTS}
     body["request_id"] = _top_request_id(state)
     response = _json_with({"trades_sold_increment_get_response": body}, [
-        state.fragment(book, o, variant, lambda o: _top_filter(top_trade(state, shop, o, full=False), fields))
+        state.fragment(book, o, variant, lambda o: _top_filter(top_trade(state, shop, o, full=False), fields, sub))
         for o in chunk])
     _disturb_after_page(state, book, listing, page_no, page_size)
     return response
