@@ -437,7 +437,6 @@ def test_a_resync_of_the_trade_leaves_the_split_off_part_alone(taobao):
     _clean()
 
 
-@pytest.mark.xfail(strict=True, reason="sync hook pending: services/sync.py must call order_split.is_split")
 def test_a_resync_of_the_trade_does_not_put_the_split_lines_back_on_the_original(taobao):
     import requests
 
@@ -459,7 +458,6 @@ def test_a_resync_of_the_trade_does_not_put_the_split_lines_back_on_the_original
     _clean()
 
 
-@pytest.mark.xfail(strict=True, reason="sync hook pending: a split trade shipped on the platform ships no part")
 def test_the_platform_showing_the_trade_shipped_does_not_ship_the_unshipped_part(taobao, ids):
     from app.services import writeback
 
@@ -476,6 +474,30 @@ def test_the_platform_showing_the_trade_shipped_does_not_ship_the_unshipped_part
     assert _reserved(parent.id) == {} and not any(
         m.movement_type == "ship" for m in db.session.scalars(select(StockMovement).where(
             StockMovement.order_id == parent.id)))
+    _clean()
+
+
+def test_the_platform_refunding_the_whole_trade_closes_every_open_part(taobao):
+    import requests
+
+    order, sync = taobao["order"], taobao["sync"]
+    result = order_split.split_order(order.id, {_line(order, "TS-WHT-M").id: 1}, user_id=_uid("ops"))
+    child = db.session.get(Order, result.new_order_id)
+    order_status.apply(child, "audit")  # the part reserved its stock
+    db.session.commit()
+    assert _reserved(child.id)
+    key, pid = taobao["twin"].app_key, order.platform_order_id
+    for event in ("refund", "refund_done"):
+        r = requests.post(f"{taobao['base']}/_sandbox/shops/{key}/orders/{pid}/{event}", json={})
+        assert r.status_code == 200, r.text
+    time.sleep(1.1)
+    sync.sync_shop(taobao["shop_id"])
+    db.session.expire_all()
+    for oid in (order.id, child.id):
+        o = db.session.get(Order, oid)
+        assert o.status == "closed", (o.platform_order_id, o.status)
+        assert _reserved(oid) == {}
+    assert stock.check_ledger() == []
     _clean()
 
 

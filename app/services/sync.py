@@ -51,7 +51,7 @@ from app.models.types import utcnow
 from app.platforms import PlatformError, PlatformOrder, client_for
 from app.platforms.base import Deferred, PlatformLine
 
-from . import bulk_orders, order_status, orders, sku_mapping
+from . import bulk_orders, order_split, order_status, orders, sku_mapping
 from .errors import DomainError
 from .scope import as_scope
 
@@ -171,6 +171,8 @@ def _advance_status(order: Order, po: PlatformOrder) -> None:
         order_status.apply(order, "pay", source="sync")
         local = order.status
     if target in ("shipped", "completed") and local in order_status.HOLDABLE:
+        if order_split.is_split(order):
+            return  # 拆分订单: each part ships here with its own parcel (the platform saw the first)
         order_status.apply(order, "ship_on_platform", source="sync")
         if po.shipped_at and order.shipped_at != po.shipped_at:
             order.shipped_at = po.shipped_at
@@ -198,7 +200,11 @@ _SYNCED_FIELDS = ("platform_status", "goods_amount", "discount_amount", "post_fe
 
 def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict) -> None:
     data = _order_data(po, po.status)
+    # 拆分订单: the platform still shows the whole trade; the lines and amounts are ours now.
+    split = order_split.is_split(order)
     for name in _SYNCED_FIELDS:
+        if split and name in order_split.LOCAL_FIELDS:
+            continue
         new = data.get(name)
         if name == "platform_created_at":
             new = po.created_at
@@ -218,6 +224,8 @@ def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict) -> None:
                                           old_value=orders._display(name, old),
                                           new_value=orders._display(name, new),
                                           note=orders.event_note(name), created_at=utcnow()))
+    if split:  # nor the platform's tracking number: it is one part's parcel
+        return
     by_id = {line.platform_line_id: line for line in order.lines}
     for pl in po.lines:
         line = by_id.get(pl.platform_line_id)
@@ -296,12 +304,16 @@ def _apply_update(order: Order, po: PlatformOrder, digest: str, skus_by_code: di
 
 
 def _after_create_or_update(order: Order, po: PlatformOrder, *, created: bool) -> None:
-    _advance_status(order, po)
-    _apply_holds(order, po)
-    if not created:
-        _hold_unmatched(order)
-    if po.refund_closed and order.status in order_status.HOLDABLE:
-        order_status.apply(order, "refund_close", source="sync", reason="平台全额退款")
+    # 拆分订单: the platform's cancellation, refund, lock or completion is the whole trade's,
+    # so it reaches every part split off it here (a part never ships from the platform's word).
+    parts = order_split.family(order) if (not created and order_split.is_split(order)) else [order]
+    for part in parts:
+        _advance_status(part, po)
+        _apply_holds(part, po)
+        if part is order and not created:
+            _hold_unmatched(order)
+        if po.refund_closed and part.status in order_status.HOLDABLE:
+            order_status.apply(part, "refund_close", source="sync", reason="平台全额退款")
 
 
 # --- applying a page set-wise -------------------------------------------------------------
