@@ -140,8 +140,9 @@ def scenario(app, tmp_path: Path, bulk: bool, tag: str, since: dt.datetime) -> l
     first = write_xlsx(d / "first.xlsx", sheet_rows(60))
     with app.app_context():
         uid = admin_id()
-        old_batch = order_import.BATCH_SIZE
-        order_import.BATCH_SIZE = BATCH
+        old = (order_import.BATCH_SIZE, order_import.FIRST_CHUNK, order_import.CHUNK_ROWS)
+        # many batches; the streamed import (bulk) converts 5 rows at a time, first chunk 3 orders
+        order_import.BATCH_SIZE, order_import.FIRST_CHUNK, order_import.CHUNK_ROWS = BATCH, 3, 5
         try:
             r = run_import([first], user_id=uid, bulk=bulk)
             assert r.ok and r.applied and (r.created, r.updated, r.unchanged) == (60, 0, 0), r.issues
@@ -176,7 +177,7 @@ def scenario(app, tmp_path: Path, bulk: bool, tag: str, since: dt.datetime) -> l
             finally:
                 app.config.pop("OMS_MAX_TEXT")
         finally:
-            order_import.BATCH_SIZE = old_batch
+            order_import.BATCH_SIZE, order_import.FIRST_CHUNK, order_import.CHUNK_ROWS = old
             db.session.remove()
     return snaps
 

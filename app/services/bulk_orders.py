@@ -22,14 +22,18 @@ PostgreSQL: ids are drawn from the tables' sequences in one query per table and 
 then every table is filled with binary COPY (psycopg), customer updates are one UPDATE …
 FROM unnest(…) and links one INSERT … ON CONFLICT DO NOTHING; optionally (``threaded``)
 a batch is written from a writer thread on the session's own connection while the caller
-prepares the next. SQLite: multi-row INSERT … RETURNING through SQLAlchemy Core
-(insertmanyvalues) and executemany. The caller owns the transaction.
+prepares the next: the caller's thread draws the ids (on a second connection: sequences
+are not transactional), builds the rows and encodes them as COPY data, so the writer thread
+only sends bytes and hardly needs the GIL (it would otherwise wait for it between every few
+rows, and the database would wait with it). SQLite: multi-row INSERT … RETURNING through
+SQLAlchemy Core (insertmanyvalues) and executemany. The caller owns the transaction.
 """
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from operator import itemgetter
 from typing import Callable, Iterable, Optional
 
 import sqlalchemy as sa
@@ -46,6 +50,7 @@ from app.services.order_status import HOLD_REASONS, HOLD_ZH, HOLDABLE
 from app.services.orders import SPEND_STATUSES, phone_hash
 
 ZERO = Decimal("0.00")
+_UNKNOWN = object()
 _PII = ("receiver_name", "receiver_phone", "receiver_address")
 
 
@@ -90,6 +95,10 @@ def _text(value, field: str, label: str, limit: int):
     return text
 
 
+_MONEY_OK: dict = {}  # Decimal → its checked, quantized amount (amounts repeat across orders)
+_MONEY_OK_MAX = 100_000
+
+
 def _money(value, field: str, label: str) -> Decimal:
     """validation.parse_money for the values a draft holds (Decimal or None)."""
     if value is None:
@@ -102,7 +111,22 @@ def _money(value, field: str, label: str) -> Decimal:
         raise ValidationError(f"{_label(label)}不能为负数：{value}", field)
     if abs(value) > _MAX_MONEY:
         raise ValidationError(f"{_label(label)}金额过大：{value}", field)
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+    result = value.quantize(CENT, rounding=ROUND_HALF_UP)
+    if value and type(value) is Decimal:  # not 0: 0 and -0 are equal keys but quantize apart
+        if len(_MONEY_OK) >= _MONEY_OK_MAX:
+            _MONEY_OK.clear()
+        _MONEY_OK[value] = result  # equal non-zero amounts quantize to the same value
+    return result
+
+
+def _checked_money(value) -> Optional[Decimal]:
+    """The result :func:`_money` gave for an equal Decimal before (None: not seen, or not a Decimal)."""
+    if type(value) is not Decimal:
+        return None
+    try:
+        return _MONEY_OK.get(value)
+    except TypeError:  # a signalling NaN cannot be hashed: _money says what is wrong
+        return None
 
 
 def _quantity(value, field: str, label: str) -> int:
@@ -117,7 +141,10 @@ def prepare(draft, shop, skus: dict, carrier_id: Optional[int], max_text: int) -
     """``create_one`` + ``create_order`` without the ORM: the order's values, lines and holds,
     validated the same way (raises ValidationError with create_order's message). ``skus``:
     this shop's merchant code → SKU (``sku_mapping.SkuCatalogue.for_shop``: the SKU's own
-    code, else the shop's listing mapping), ORM SKUs or plain values with id, cost_price, name."""
+    code, else the shop's listing mapping), ORM SKUs or plain values with id, cost_price, name.
+
+    The common case (text within its limit, an amount seen before) is checked inline; the
+    zh labels of the messages are only formatted when a value is refused."""
     data = draft.data
     pid = str(data.get("platform_order_id") or "").strip()
     if not pid:
@@ -131,24 +158,37 @@ def prepare(draft, shop, skus: dict, carrier_id: Optional[int], max_text: int) -
     cost = ZERO
     price_total = ZERO
     unmatched = set()
+    checked = _checked_money
     for i, ln in enumerate(data["lines"], start=1):
         code = ln.get("merchant_code")
         title = ln.get("title")
         if not title:  # create_one: the SKU's name, else the code
             sku = skus.get(code)
             title = sku.name if sku is not None else code
-        where = f"第 {i} 行商品"
-        title = _text(title, "title", f"{where}「商品标题」", 255)
+        if title is not None and (type(title) is not str or len(title) > 255):
+            title = _text(title, "title", f"第 {i} 行商品「商品标题」", 255)
         if not title:
-            raise ValidationError(f"{where}「商品标题」不能为空", "title")
+            raise ValidationError(f"第 {i} 行商品「商品标题」不能为空", "title")
         code = (code or "").strip() or None
         sku = skus.get(code) if code else None
-        qty = _quantity(ln.get("quantity", 1), "quantity", f"{where}「数量」")
-        spec = _text(ln.get("spec"), "spec", f"{where}「规格」", 255)
-        price = _money(ln.get("price"), "price", f"{where}「单价」")
-        paid = _money(ln.get("paid_amount"), "paid_amount", f"{where}「实付金额」")
-        cost_price = sku.cost_price if sku is not None else ZERO
-        if sku is None:
+        qty = ln.get("quantity", 1)
+        if type(qty) is not int or qty < 1:
+            qty = _quantity(qty, "quantity", f"第 {i} 行商品「数量」")
+        spec = ln.get("spec")
+        if spec is not None and (type(spec) is not str or len(spec) > 255):
+            spec = _text(spec, "spec", f"第 {i} 行商品「规格」", 255)
+        value = ln.get("price")
+        price = checked(value)
+        if price is None:
+            price = _money(value, "price", f"第 {i} 行商品「单价」")
+        value = ln.get("paid_amount")
+        paid = checked(value)
+        if paid is None:
+            paid = _money(value, "paid_amount", f"第 {i} 行商品「实付金额」")
+        if sku is not None:
+            cost_price = sku.cost_price
+        else:
+            cost_price = ZERO
             unmatched.add(code or "（空）")
         cost += cost_price * qty
         price_total += price * qty
@@ -156,32 +196,52 @@ def prepare(draft, shop, skus: dict, carrier_id: Optional[int], max_text: int) -
                       "sku_id": sku.id if sku is not None else None, "title": title, "spec": spec,
                       "quantity": qty, "price": price, "paid_amount": paid, "cost_price": cost_price,
                       "refund_status": ln.get("refund_status")})
-    platform_status = _text(data.get("platform_status"), "platform_status", "平台状态", 64)
-    goods = _money(data.get("goods_amount"), "goods_amount", "商品金额")
-    discount = _money(data.get("discount_amount"), "discount_amount", "优惠金额")
-    post_fee = _money(data.get("post_fee"), "post_fee", "运费")
-    paid_amount = _money(data.get("paid_amount"), "paid_amount", "实付金额")
-    texts = {}
+    platform_status = data.get("platform_status")
+    if platform_status is not None and (type(platform_status) is not str or len(platform_status) > 64):
+        platform_status = _text(platform_status, "platform_status", "平台状态", 64)
+    get = data.get
+    value = get("goods_amount")
+    goods = checked(value)
+    if goods is None:
+        goods = _money(value, "goods_amount", "商品金额")
+    value = get("discount_amount")
+    discount = checked(value)
+    if discount is None:
+        discount = _money(value, "discount_amount", "优惠金额")
+    value = get("post_fee")
+    post_fee = checked(value)
+    if post_fee is None:
+        post_fee = _money(value, "post_fee", "运费")
+    value = get("paid_amount")
+    paid_amount = checked(value)
+    if paid_amount is None:
+        paid_amount = _money(value, "paid_amount", "实付金额")
+    order = {
+        "shop_id": shop.id, "platform": shop.platform, "platform_order_id": pid, "status": status,
+        "platform_status": platform_status, "goods_amount": goods, "discount_amount": discount,
+        "post_fee": post_fee, "paid_amount": paid_amount, "cost_amount": cost,
+    }
     for name, label, limit in _ORDER_TEXT:
-        texts[name] = _text(data.get(name), name, label, limit or max_text)
-    flag = data.get("flag", 0)
+        value = get(name)
+        if value is not None and (type(value) is not str or len(value) > (limit or max_text)):
+            value = _text(value, name, label, limit or max_text)
+        order[name] = value
+    flag = get("flag", 0)
     if type(flag) is not int or not 0 <= flag <= 5:
         from app.services.validation import parse_flag
 
         flag = parse_flag(flag)
-    if not data.get("goods_amount"):
-        goods = price_total
-    order = {
-        "shop_id": shop.id, "platform": shop.platform, "platform_order_id": pid, "status": status,
-        "platform_status": platform_status, "goods_amount": goods, "discount_amount": discount,
-        "post_fee": post_fee, "paid_amount": paid_amount, "cost_amount": cost, "flag": flag,
-        "platform_created_at": data.get("platform_created_at"), "paid_at": data.get("paid_at"),
-        "platform_modified_at": data.get("platform_modified_at"), "platform_hash": draft.digest,
-        "carrier_id": carrier_id, **texts,
-    }
+    if not get("goods_amount"):
+        order["goods_amount"] = price_total
+    order["flag"] = flag
+    order["platform_created_at"] = get("platform_created_at")
+    order["paid_at"] = get("paid_at")
+    order["platform_modified_at"] = get("platform_modified_at")
+    order["platform_hash"] = draft.digest
+    order["carrier_id"] = carrier_id
     for key in ("audited_at", "shipped_at", "completed_at", "closed_at", "close_reason", "tracking_number",
                 "warehouse_id"):
-        order[key] = data.get(key)
+        order[key] = get(key)
     p = Prepared(draft, order, lines)
     holdable = status in HOLDABLE
     if unmatched and holdable:
@@ -214,6 +274,7 @@ _ORDER_COLS = ("shop_id", "platform", "platform_order_id", "status", "platform_s
                "close_reason", "platform_created_at", "paid_at", "platform_modified_at", "platform_hash",
                "audited_at", "shipped_at", "completed_at", "closed_at", "created_at", "updated_at",
                "warehouse_id", "carrier_id", "tracking_number", "customer_id", "is_returning_customer")
+_ORDER_ROW = itemgetter(*_ORDER_COLS)  # an order's values as a tuple in _ORDER_COLS order
 _LINE_COLS = ("order_id", "platform_line_id", "merchant_code", "sku_id", "title", "spec", "quantity", "price",
               "paid_amount", "cost_price", "refund_status")
 _EVENT_COLS = ("order_id", "created_at", "user_id", "source", "action", "field", "old_value", "new_value", "note")
@@ -242,15 +303,9 @@ def _pg_type(column) -> str:
     raise TypeError(f"no COPY type for {column}")
 
 
-def _encrypt(value):
-    if value is None or value == "":
-        return value
-    return crypto.encrypt(str(value), "pii")
-
-
 @dataclass(eq=False)
 class _CustomerState:
-    id: Optional[int]  # None until the writer has inserted a customer new in this import
+    id: Optional[int]  # a customer new in this import: None until its id is drawn
     order_count: int
     first: Optional[dt.datetime]
     last: Optional[dt.datetime]
@@ -268,8 +323,9 @@ class BulkWriter:
     PostgreSQL the statements of one batch run in a writer thread on the session's own
     connection (the same transaction) while the caller prepares the next batch, so Python
     and the database work at the same time; the caller does not touch the session between
-    :meth:`load_customers` and :meth:`finish`. Otherwise (and on SQLite) every batch is
-    written at once, in the calling thread. ``source``: of the default trail events."""
+    its first :meth:`submit` and :meth:`finish` (except after :meth:`wait`). Otherwise (and
+    on SQLite) every batch is written at once, in the calling thread. ``source``: of the
+    default trail events."""
 
     def __init__(self, *, user_id: Optional[int], source: str = "import", threaded: bool = True):
         db.session.flush()
@@ -285,10 +341,13 @@ class BulkWriter:
         self._plain: dict = {}
         self._pool = None
         self._pending = None
+        self._steps = None  # while a batch is staged for the writer thread: what it will run
+        self._ids = None  # the connection ids are drawn on while the writer thread writes
         if self.pg and threaded:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oms-import-writer")
+            self._formatting = self.raw.cursor()  # adapts values to COPY data; never executes
 
     # --- before the first batch: every customer the new orders name, in one query per 5,000 --
     def key_of(self, draft, phone) -> Optional[str]:
@@ -296,14 +355,24 @@ class BulkWriter:
         h = self._hash[id(draft)] = phone_hash(phone)
         return h
 
-    def load_customers_by_hash(self, hashes: Iterable) -> None:
-        hashes = sorted(set(hashes) - {None, ""} - set(self.customers))
+    def load_customers_by_hash(self, hashes: Iterable, conn=None) -> None:
+        """The customers of these keys that exist (not those already known). ``conn``: the
+        connection to read on (default: the session's; the import reads on another one while
+        the writer thread writes on the session's: it sees the same committed customers)."""
+        known = self.customers
+        hashes = sorted({h for h in hashes if h and h not in known})
+        conn = conn if conn is not None else self.conn
         ct = Customer.__table__
+        query = sa.select(ct.c.id, ct.c.phone_hash, ct.c.order_count, ct.c.first_order_at, ct.c.last_order_at)
+        if self.pg:  # one array parameter, not thousands of bound values to render and send
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            query = query.where(ct.c.phone_hash == sa.any_(sa.bindparam("hashes", type_=ARRAY(sa.String))))
+        else:
+            query = query.where(ct.c.phone_hash.in_(sa.bindparam("hashes", expanding=True)))
         for i in range(0, len(hashes), 5000):
-            found = self.conn.execute(sa.select(ct.c.id, ct.c.phone_hash, ct.c.order_count, ct.c.first_order_at,
-                                                ct.c.last_order_at).where(ct.c.phone_hash.in_(hashes[i:i + 5000])))
-            for cid, h, count, first, last in found:
-                self.customers[h] = _CustomerState(cid, count or 0, first, last)
+            for cid, h, count, first, last in conn.execute(query, {"hashes": hashes[i:i + 5000]}):
+                known[h] = _CustomerState(cid, count or 0, first, last)
 
     # --- one batch ------------------------------------------------------------------------------
     def submit(self, prepared: list) -> None:
@@ -317,12 +386,18 @@ class BulkWriter:
         now = self.now
         states = self.customers
         touched = []
+        plain = [p.order[name] for p in prepared for name in _PII]
+        sealed = iter(crypto.encrypt_many(plain, "pii"))
+        hashes = self._hash
         for p in prepared:
             o = p.order
-            h = self._hash[id(p.draft)] if id(p.draft) in self._hash else phone_hash(o["receiver_phone"])
+            # popped: a draft's id may be reused once it is freed (the import streams its drafts)
+            h = hashes.pop(id(p.draft), _UNKNOWN)
+            if h is _UNKNOWN:
+                h = phone_hash(o["receiver_phone"])
             o["receiver_phone_hash"] = h
             for name in _PII:
-                o[name] = _encrypt(o[name])
+                o[name] = next(sealed)
             when = p.when = o["paid_at"] or o["platform_created_at"] or now
             if not h:
                 o["is_returning_customer"] = False
@@ -371,8 +446,34 @@ class BulkWriter:
         if self._pool is None:
             self._write(*plan)
             return
-        self._wait()  # one batch in flight: its rows are ready before the next is planned
-        self._pending = self._pool.submit(self._write, *plan)
+        # Staged here: ids drawn (on another connection), rows built and encoded as COPY data;
+        # the writer thread only sends them. It needs the GIL for little more than that, so
+        # it never waits long for this thread (which converts and plans the next batch) to
+        # let it send, and the database is kept busy.
+        self._steps = []
+        try:
+            self._write(*plan)
+            steps = self._steps
+        finally:
+            self._steps = None
+        self._wait()  # one batch in flight
+        self._pending = self._pool.submit(self._run, steps)
+
+    def _run(self, steps: list) -> None:
+        for fn, args in steps:
+            fn(*args)
+
+    def _do(self, fn, *args) -> None:
+        """Run a write now, or stage it for the writer thread."""
+        if self._steps is not None:
+            self._steps.append((fn, args))
+        else:
+            fn(*args)
+
+    def wait(self) -> None:
+        """Wait for the batch in flight (if any): the caller may use the session until its next
+        :meth:`submit` (a lookup the import could not make before the first batch)."""
+        self._wait()
 
     def _wait(self) -> None:
         pending, self._pending = self._pending, None
@@ -403,6 +504,12 @@ class BulkWriter:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._ids is not None:
+            ids, self._ids = self._ids, None
+            ids.close()
+        if getattr(self, "_formatting", None) is not None:
+            self._formatting.close()
+            self._formatting = None
 
     # --- the writer ----------------------------------------------------------------------------
     def _write(self, prepared: list, new: list, updates: list, links_new: list, links_old: list) -> None:
@@ -411,17 +518,19 @@ class BulkWriter:
         for (st, _row), cid in zip(new, cids):
             st.id = cid
         if updates:
-            self._update_customers([(st.id, n, s, f, la) for st, n, s, f, la in updates])
+            self._do(self._update_customers, [(st.id, n, s, f, la) for st, n, s, f, la in updates])
         self._insert(CustomerShop.__table__, ("customer_id", "shop_id"), [(st.id, s) for st, s in links_new])
         if links_old:
-            self._link_existing([(st.id, s) for st, s in links_old])
+            self._do(self._link_existing, [(st.id, s) for st, s in links_old])
         rows = []
+        row_of = _ORDER_ROW
         for p in prepared:
             o = p.order
             o["customer_id"] = p.customer.id if p.customer is not None else None
-            o["is_held"] = any(len(h) < 3 or h[2] is None for h in p.holds)  # closing releases them
+            # closing an order releases its holds (a third value: the release time)
+            o["is_held"] = any(len(h) < 3 or h[2] is None for h in p.holds) if p.holds else False
             o["created_at"] = o["updated_at"] = now
-            rows.append(tuple(o[c] for c in _ORDER_COLS))
+            rows.append(row_of(o))
         order_ids = self._insert(Order.__table__, _ORDER_COLS, rows, ids=True)
         lines, events, holds = [], [], []
         for p, oid in zip(prepared, order_ids):
@@ -469,23 +578,53 @@ class BulkWriter:
         return None
 
     def _pg_ids(self, table: sa.Table, n: int) -> list:
-        with self.raw.cursor() as cur:
-            seq = self._seq.get(table.name)
-            if seq is None:
-                cur.execute("SELECT pg_get_serial_sequence(%s, 'id')", (table.name,))
-                seq = self._seq[table.name] = cur.fetchone()[0]
-            cur.execute("SELECT nextval(%s::regclass) FROM generate_series(1, %s)", (seq, n))
-            return [r[0] for r in cur.fetchall()]
+        if self._steps is None:
+            raw = self.raw
+        else:  # staging: the writer thread may be using the session's connection
+            if self._ids is None:
+                self._ids = db.engine.connect()
+            raw = self._ids.connection.driver_connection
+        try:
+            with raw.cursor() as cur:
+                seq = self._seq.get(table.name)
+                if seq is None:
+                    cur.execute("SELECT pg_get_serial_sequence(%s, 'id')", (table.name,))
+                    seq = self._seq[table.name] = cur.fetchone()[0]
+                cur.execute("SELECT nextval(%s::regclass) FROM generate_series(1, %s)", (seq, n))
+                return [r[0] for r in cur.fetchall()]
+        finally:
+            if raw is not self.raw:
+                self._ids.rollback()  # nextval is not undone: no transaction is kept open
 
     def _copy(self, table: sa.Table, cols: tuple, rows: list) -> None:
         """COPY … FROM STDIN in binary (no text parsing of numbers and times on either side)."""
         types = [_pg_type(table.c[c]) for c in cols]
-        with self.raw.cursor() as cur:
-            with cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN (FORMAT BINARY)") as cp:
+        sql = f"COPY {table.name} ({', '.join(cols)}) FROM STDIN (FORMAT BINARY)"
+        if self._steps is not None:  # staging: encode the data now, send it from the writer thread
+            import io
+
+            from psycopg.copy import Copy, FileWriter
+
+            data = io.BytesIO()
+            with Copy(self._formatting, binary=True, writer=FileWriter(data)) as cp:
                 cp.set_types(types)
                 write = cp.write_row
                 for r in rows:
                     write(r)
+            self._steps.append((self._send, (sql, data.getvalue())))
+            return
+        with self.raw.cursor() as cur:
+            with cur.copy(sql) as cp:
+                cp.set_types(types)
+                write = cp.write_row
+                for r in rows:
+                    write(r)
+
+    def _send(self, sql: str, data: bytes) -> None:
+        """A COPY of data already encoded (signature, rows and trailer)."""
+        with self.raw.cursor() as cur:
+            with cur.copy(sql) as cp:
+                cp.write(data)
 
     def _table(self, table: sa.Table) -> sa.Table:
         """SQLite: the table with plain Text for encrypted columns (values arrive encrypted)."""

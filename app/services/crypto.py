@@ -8,6 +8,7 @@ without the plaintext ever being stored.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -58,6 +59,23 @@ def encrypt(plaintext: str, purpose: str = "pii") -> str:
     nonce = os.urandom(12)
     ct = _aead(_key(purpose)).encrypt(nonce, plaintext.encode("utf-8"), purpose.encode())
     return _PREFIX + base64.b64encode(nonce + ct).decode("ascii")
+
+
+def encrypt_many(values: list, purpose: str = "pii") -> list:
+    """:func:`encrypt` for many values at once (None and "" are kept as they are): the same
+    tokens, with the random nonces drawn in one read of the OS generator, not one per value."""
+    todo = [i for i, v in enumerate(values) if v is not None and v != ""]
+    out = list(values)
+    if not todo:
+        return out
+    seal = _aead(_key(purpose)).encrypt
+    aad = purpose.encode()
+    nonces = os.urandom(12 * len(todo))
+    b64 = binascii.b2a_base64
+    for k, i in enumerate(todo):
+        nonce = nonces[12 * k:12 * k + 12]
+        out[i] = _PREFIX + b64(nonce + seal(nonce, str(values[i]).encode("utf-8"), aad), newline=False).decode("ascii")
+    return out
 
 
 def decrypt(token: str, purpose: str = "pii") -> str:

@@ -28,6 +28,7 @@ from typing import Callable, Optional
 
 from app.services.bulk_orders import BulkWriter, Prepared, prepare  # noqa: F401  (Prepared: re-exported)
 from app.services.errors import ValidationError
+from app.services.orders import phone_hash
 
 
 class Creator(BulkWriter):
@@ -38,11 +39,30 @@ class Creator(BulkWriter):
     def __init__(self, *, user_id: Optional[int], valid_only: bool, issue: Callable):
         super().__init__(user_id=user_id, source="import")
         self.valid_only, self.issue = valid_only, issue
+        self.looked_up: set = set()  # customer keys already looked up (found or not)
+        self._keys: dict = {}  # receiver phone → customer key (one HMAC per phone)
 
     def load_customers(self, drafts: list) -> None:
         """Every customer the new orders name, in one query per 5,000 phones, before the first batch."""
         key_of = self.key_of
         self.load_customers_by_hash([key_of(d, d.data.get("receiver_phone")) for d in drafts])
+
+    def phone_key(self, phone) -> Optional[str]:
+        """``orders.phone_hash`` of a receiver phone, remembered."""
+        try:
+            return self._keys[phone]
+        except KeyError:
+            key = self._keys[phone] = phone_hash(phone)
+            return key
+
+    def key_of(self, draft, phone) -> Optional[str]:
+        key = self._hash[id(draft)] = self.phone_key(phone)
+        return key
+
+    def load_customers_by_hash(self, hashes, conn=None) -> None:
+        hashes = set(hashes) - self.looked_up
+        self.looked_up |= hashes
+        super().load_customers_by_hash(hashes, conn)
 
     def create(self, drafts: list, shops: dict, skus, carriers: dict) -> tuple[int, int]:
         """Validate and queue one batch; returns (created, failed). All or nothing (not

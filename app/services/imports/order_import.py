@@ -1,6 +1,11 @@
 """Orders from sheets: rows → order drafts (grouped, joined, normalised) → upsert.
 
 Drafts are plain dicts in the shape of :func:`app.services.orders.create_order`.
+One order sheet (every profile but Taobao's order sheet + item sheet) is streamed:
+:func:`stream` converts its rows and builds the drafts a chunk at a time, in the order
+:func:`build` gives them (an order is built once its last row is converted), and
+:class:`StreamApply` writes each chunk while the next is converted. Two sheets (joined
+by order number) and ``bulk=False`` go through :func:`build` and :func:`apply` as a whole.
 Applying a draft:
 
 * new orders are written in bulk, in batches of ``BATCH_SIZE`` (:mod:`.bulk`: Core
@@ -29,7 +34,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable, Optional
 
-from sqlalchemy import select
+from sqlalchemy import String, select
 from sqlalchemy.orm import selectinload
 
 from app.extensions import db
@@ -261,8 +266,10 @@ def _changed(draft: Draft, stored: str) -> bool:
     return stored != draft.digest and stored != legacy_checksum(draft)
 
 
-def build(sheets: list[ParsedSheet], default_shop: Optional[str]) -> list[Draft]:
-    """Group rows into orders; join Taobao's order sheet with its item sheet."""
+def pair(sheets: list) -> tuple:
+    """(head, items): the sheet with the order-level columns and the one with the lines (the
+    same sheet, except Taobao's order sheet + item sheet); refuses combinations that cannot be
+    imported. ``sheets``: ParsedSheets (or anything with ``profile`` and ``sheet``)."""
     by_part = {ps.profile.part: ps for ps in sheets}
     if len(sheets) == 2:
         a, b = sheets
@@ -270,8 +277,8 @@ def build(sheets: list[ParsedSheet], default_shop: Optional[str]) -> list[Draft]
                 == {"orders", "items"}):
             raise ImportFileError(f"两个文件不能一起导入：「{a.sheet.label}」是{a.profile.title}，"
                                   f"「{b.sheet.label}」是{b.profile.title}；只有订单报表和宝贝报表可以一起导入")
-        head, items = by_part["orders"], by_part["items"]
-    elif len(sheets) == 1:
+        return by_part["orders"], by_part["items"]
+    if len(sheets) == 1:
         ps = sheets[0]
         if ps.profile.part == "orders":
             raise ImportFileError(f"「{ps.sheet.label}」是{ps.profile.title}，没有商品明细："
@@ -279,11 +286,38 @@ def build(sheets: list[ParsedSheet], default_shop: Optional[str]) -> list[Draft]
         if ps.profile.part == "items" and not ps.profile.standalone:
             raise ImportFileError(f"「{ps.sheet.label}」是{ps.profile.title}，只有商品明细："
                                   "请与订单报表一起导入（两个文件按 订单编号 合并）")
-        head, items = ps, ps
-    else:
-        raise ImportFileError("一次最多导入两个文件（订单报表和宝贝报表）")
+        return ps, ps
+    raise ImportFileError("一次最多导入两个文件（订单报表和宝贝报表）")
+
+
+def _draft(head: ParsedSheet, items: ParsedSheet, key: tuple, rows: list, line_rows: list,
+           have_lines: tuple) -> Draft:
+    """One order from its rows (and, with an item sheet, its item rows)."""
+    items_have_lines, head_has_lines = have_lines
+    shop, pid = key
+    draft = Draft(shop, pid, {"platform_order_id": pid}, refs=[(head, r) for r in rows])
+    if items is not head and line_rows:
+        _order_fields(items, line_rows, draft)
+    _order_fields(head, rows, draft)
+    if items is not head:
+        draft.refs += [(items, r) for r in line_rows]
+        if not line_rows:
+            head.issue(rows[0].index, "platform_order_id", f"宝贝报表中没有订单 {pid} 的商品")
+            draft.bad = True
+    lines, bad = _lines(items, line_rows) if line_rows and items_have_lines else ([], False)
+    if not lines and items is head and not head_has_lines:
+        head.issue(rows[0].index, None, "没有商品明细")
+        draft.bad = True
+    draft.data["lines"] = lines
+    draft.bad = draft.bad or bad or any(r.bad for _ps, r in draft.refs)
+    _finish(draft)
+    return draft
+
+
+def build(sheets: list[ParsedSheet], default_shop: Optional[str]) -> list[Draft]:
+    """Group rows into orders; join Taobao's order sheet with its item sheet."""
+    head, items = pair(sheets)
     groups = _group(head, default_shop)
-    drafts: list[Draft] = []
     item_groups = groups if items is head else {}
     if items is not head:
         by_pid: dict = {}
@@ -301,28 +335,103 @@ def build(sheets: list[ParsedSheet], default_shop: Optional[str]) -> list[Draft]
                     items.issue(r.index, "platform_order_id", f"订单报表中没有订单 {pid}")
                     r.bad = True
         item_groups = {key: by_pid.get(key[1], []) for key in groups}
-    items_have_lines, head_has_lines = _has_lines(items), _has_lines(head)
-    for key, rows in groups.items():
-        shop, pid = key
-        draft = Draft(shop, pid, {"platform_order_id": pid}, refs=[(head, r) for r in rows])
-        if items is not head and item_groups.get(key):
-            _order_fields(items, item_groups[key], draft)
-        _order_fields(head, rows, draft)
-        line_rows = item_groups.get(key) or []
-        if items is not head:
-            draft.refs += [(items, r) for r in line_rows]
-            if not line_rows:
-                head.issue(rows[0].index, "platform_order_id", f"宝贝报表中没有订单 {pid} 的商品")
-                draft.bad = True
-        lines, bad = _lines(items, line_rows) if line_rows and items_have_lines else ([], False)
-        if not lines and items is head and not head_has_lines:
-            head.issue(rows[0].index, None, "没有商品明细")
-            draft.bad = True
-        draft.data["lines"] = lines
-        draft.bad = draft.bad or bad or any(r.bad for _ps, r in draft.refs)
-        _finish(draft)
-        drafts.append(draft)
-    return drafts
+    have_lines = (_has_lines(items), _has_lines(head))
+    return [_draft(head, items, key, rows, item_groups.get(key) or [], have_lines) for key, rows in groups.items()]
+
+
+class IssueLog:
+    """Issues in the order the whole-sheet path reports them, when the sheet is processed a
+    chunk at a time: every cell issue (row order), then the order-number issues of the
+    grouping, the orders' own issues, the shop issues, the notes of valid-rows-only and the
+    write-time issues. :meth:`take` files the issues added since the last call under a phase."""
+
+    PHASES = ("convert", "group", "build", "shops", "notes", "write")
+
+    def __init__(self, ps: ParsedSheet):
+        self.ps = ps
+        self.by_phase = {p: [] for p in self.PHASES}
+
+    def take(self, phase: str) -> None:
+        if self.ps.issues:
+            self.by_phase[phase] += self.ps.issues
+            self.ps.issues = []
+
+    def close(self) -> None:
+        """Put every filed issue back on the sheet, phase by phase."""
+        self.take("write")
+        self.ps.issues = [i for p in self.PHASES for i in self.by_phase[p]]
+
+
+def keys_of(parser, default_shop: Optional[str]) -> list:
+    """Per data row of a single-sheet order import, the order it belongs to, (shop name,
+    order number) as :func:`_group` will see it, or None (no order number)."""
+    pids = parser.values_of("platform_order_id")
+    shops = [default_shop] * len(pids) if default_shop else parser.values_of("shop_name")
+    return [None if pid is None else (shop, pid) for shop, pid in zip(shops, pids)]
+
+
+def stream(parser, default_shop: Optional[str], keys: list, log: IssueLog, *, chunk_orders: int,
+           chunk_rows: Optional[int] = None):
+    """The drafts :func:`build` gives a single sheet, in the same order, a chunk of about
+    ``chunk_orders`` at a time, converting the rows as it goes. An order is complete when its
+    last row (``keys``: :func:`keys_of`) has been converted; the rows of one order need not be
+    adjacent (a later order's draft then waits for the earlier one, to keep the order)."""
+    ps = parser.parsed
+    head = items = ps
+    have_lines = (_has_lines(items), _has_lines(head))
+    chunk_rows = chunk_rows or CHUNK_ROWS
+    first = min(chunk_orders, FIRST_CHUNK)  # a small first chunk: the database starts writing sooner
+    start = parser.start
+    last: dict = {}
+    for k, key in enumerate(keys):
+        if key is not None:
+            last[key] = start + k
+    groups: dict = {}  # open orders, in the order of their first row
+    waiting: list = []  # their keys, same order
+    at = 0  # waiting[at] is the first order not yet built
+    done: set = set()
+    drafts: list = []
+    yielded = False
+    lo = start
+    while lo < parser.stop:
+        hi = min(lo + (chunk_rows if yielded else min(chunk_rows, 2 * first)), parser.stop)
+        rows = parser.convert(lo, hi)
+        lo = hi
+        log.take("convert")
+        for row in rows:
+            pid = row.values.get("platform_order_id")
+            if pid is None:
+                if not row.bad:
+                    ps.issue(row.index, "platform_order_id", "订单号不能为空")
+                row.bad = True
+                continue
+            key = (default_shop or row.values.get("shop_name"), pid)
+            group = groups.get(key)
+            if group is None:
+                if key in done or last.get(key, -1) < row.index:  # keys_of and convert disagree: a bug
+                    raise RuntimeError(f"import stream: row {row.index + 1} of order {key} was not foreseen")
+                group = groups[key] = []
+                waiting.append(key)
+            group.append(row)
+        log.take("group")
+        while at < len(waiting) and last[waiting[at]] < hi:
+            key = waiting[at]
+            waiting[at] = None
+            at += 1
+            done.add(key)
+            rows_of = groups.pop(key)
+            drafts.append(_draft(head, items, key, rows_of, rows_of, have_lines))
+            if len(drafts) >= (chunk_orders if yielded else first):
+                log.take("build")
+                yield drafts
+                drafts = []
+                yielded = True
+        log.take("build")
+        if at > 10_000:  # drop the built part of the queue
+            del waiting[:at]
+            at = 0
+    if drafts:
+        yield drafts
 
 
 # --- applying -------------------------------------------------------------------------
@@ -334,23 +443,38 @@ class Counts:
     failed: int = 0
 
 
+class CarrierNames:
+    """A sheet's carrier names → carrier ids (None: unknown), every carrier read once: by
+    name, code, 快递100 or Taobao code (any case), else by a unique prefix ("顺丰" for
+    "顺丰速运", "中通" for "中通快递"). ``get`` as a dict's."""
+
+    def __init__(self):
+        self._keys: dict = {}
+        for c in db.session.scalars(select(Carrier)):
+            for key in (c.name, c.code, c.kuaidi100_code, c.taobao_code):
+                if key:
+                    self._keys[key] = c.id
+                    self._keys[key.lower()] = c.id
+        self._names: dict = {}
+
+    def get(self, name, default=None):
+        if not name:
+            return default
+        if name not in self._names:
+            keys = self._keys
+            cid = keys.get(name) or keys.get(name.lower())
+            if cid is None:
+                hits = {v for k, v in keys.items() if len(name) >= 2 and (k.startswith(name) or name.startswith(k))}
+                cid = hits.pop() if len(hits) == 1 else None
+            self._names[name] = cid
+        return self._names[name]
+
+
 def resolve_carriers(names: set) -> dict:
     if not names:
         return {}
-    out = {}
-    for c in db.session.scalars(select(Carrier)):
-        for key in (c.name, c.code, c.kuaidi100_code, c.taobao_code):
-            if key:
-                out[key] = c.id
-                out[key.lower()] = c.id
-    result = {}
-    for n in names:
-        cid = out.get(n) or out.get(n.lower())
-        if cid is None:  # "顺丰" for "顺丰速运", "中通" for "中通快递"
-            hits = {v for k, v in out.items() if len(n) >= 2 and (k.startswith(n) or n.startswith(k))}
-            cid = hits.pop() if len(hits) == 1 else None
-        result[n] = cid
-    return result
+    carriers = CarrierNames()
+    return {n: carriers.get(n) for n in names}
 
 
 @contextlib.contextmanager
@@ -433,14 +557,34 @@ def update_one(order: Order, draft: Draft, skus_by_code: dict, carrier_id: Optio
 
 def _existing(drafts: list[Draft]) -> dict:
     """(shop id, platform order id) → stored checksum ("" if none) of the drafts already imported."""
+    return lookup_existing((d.shop_id, d.pid) for d in drafts)
+
+
+def lookup_existing(keys, conn=None) -> dict:
+    """(shop id, platform order id) → stored checksum ("" if none) of those orders that exist.
+    PostgreSQL: one array parameter per shop and 50,000 ids; SQLite: IN (…) of 5,000.
+    ``conn``: a connection to read on instead of the session."""
     by_shop: dict = {}
-    for d in drafts:
-        by_shop.setdefault(d.shop_id, []).append(d.pid)
+    for shop_id, pid in keys:
+        by_shop.setdefault(shop_id, []).append(pid)
+    run = (conn or db.session).execute
+    pg = (conn.dialect if conn is not None else db.session.get_bind().dialect).name == "postgresql"
+    if pg:
+        from sqlalchemy import any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        wanted = Order.platform_order_id == any_(bindparam("pids", type_=ARRAY(String)))
+        size = 50_000
+    else:
+        from sqlalchemy import bindparam
+
+        wanted = Order.platform_order_id.in_(bindparam("pids", expanding=True))
+        size = LOOKUP_CHUNK
+    query = select(Order.platform_order_id, Order.platform_hash).where(Order.shop_id == bindparam("shop"), wanted)
     out = {}
     for shop_id, pids in by_shop.items():
-        for i in range(0, len(pids), LOOKUP_CHUNK):
-            for pid, digest in db.session.execute(select(Order.platform_order_id, Order.platform_hash).where(
-                    Order.shop_id == shop_id, Order.platform_order_id.in_(pids[i:i + LOOKUP_CHUNK]))):
+        for i in range(0, len(pids), size):
+            for pid, digest in run(query, {"shop": shop_id, "pids": pids[i:i + size]}):
                 out[(shop_id, pid)] = digest or ""
     return out
 
@@ -480,6 +624,8 @@ def _update(changed: list[Draft], skus: sku_mapping.SkuCatalogue, carriers: dict
 
 
 BATCH_SIZE = 5000  # new orders per bulk batch (one set of COPY statements)
+CHUNK_ROWS = 5000  # sheet rows converted at a time by the streaming import
+FIRST_CHUNK = 1000  # orders in its first chunk
 UPDATE_BATCH = 1000  # changed orders loaded and updated per flush
 LOOKUP_CHUNK = 5000  # ids per IN (…) of a lookup
 
@@ -536,6 +682,175 @@ def apply(drafts: list[Draft], shops: dict, *, user_id: Optional[int], valid_onl
         if progress:
             progress(done, total, f"已写入 {done}/{total} 个订单")
     return counts
+
+
+class StreamApply:
+    """Applies a single sheet's drafts a chunk at a time, as they come from :func:`stream`
+    (service._orders_stream): the bulk path of :func:`apply` with the same rules and
+    results, but the first orders are written while later rows are still being converted.
+
+    On PostgreSQL the writer thread owns the session's connection from the first chunk on:
+    shops, SKUs and carriers are looked up before it (:meth:`prefetch`, from the keys of
+    every row), and each chunk's existing orders and customers on a second connection
+    (committed rows: what the session would see of them too; orders and customers this
+    import writes are known to it already). A key that was not foreseen is looked up after
+    waiting for the writer (never, in practice). SQLite: everything on the session.
+
+    All or nothing (not ``valid_only``): from the first bad order on nothing more is written
+    (the caller rolls back), but every later chunk is still converted and checked, so the
+    report names every bad row. Changed orders are updated one by one after the new ones."""
+
+    def __init__(self, *, lookup: Callable, profile_platform: str, user_id: Optional[int], valid_only: bool,
+                 issue: Callable, log: IssueLog, progress: Optional[Callable] = None, total: int = 0):
+        self.lookup, self.platform = lookup, profile_platform
+        self.user_id, self.valid_only, self.issue, self.log = user_id, valid_only, issue, log
+        self.progress, self.total = progress, total
+        self.counts = Counts()
+        self.records = 0  # orders found in the sheet
+        self.bad = 0  # orders refused before writing (bad cells, unknown shop)
+        self.broken = False  # all or nothing, and an order was refused: nothing more is written
+        self.done = 0
+        self.shops: dict = {}  # shop id → Shop
+        self.names: set = set()  # shop names looked up
+        self.changed: list = []
+        self.new_keys: list = []
+        self.creator = None
+        self.reader = None  # the second connection (PostgreSQL)
+
+    # --- before the first chunk ------------------------------------------------------------
+    def prefetch(self, keys: list, parser) -> None:
+        """The shops, SKUs and carriers the sheet's rows name."""
+        for name in {k[0] for k in keys if k is not None}:
+            self._shop(name)
+        shop_ids = {shop.id for shop in map(self.lookup, self.names) if shop is not None}
+        self.sku_codes = {c for c in parser.values_of("merchant_code") if c}
+        self.sku_shops = shop_ids
+        self.skus = sku_mapping.SkuCatalogue.load(self.sku_codes, shop_ids=shop_ids, orm=False)
+        self.carriers = CarrierNames()
+        self.creator = bulk_path.Creator(user_id=self.user_id, valid_only=self.valid_only, issue=self.issue)
+        if self.creator.pg:
+            self.reader = db.engine.connect()
+
+    def _shop(self, name):
+        if name is not None and name not in self.names:
+            self._idle()
+            self.names.add(name)
+        return self.lookup(name)
+
+    def _idle(self) -> None:
+        """Before the session is used between chunks: the writer thread must not be using it."""
+        if self.creator is not None:
+            self.creator.wait()
+
+    def _read(self, fn, *args):
+        """A lookup on the second connection (its own short transaction), else on the session."""
+        if self.reader is None:
+            return fn(*args)
+        try:
+            return fn(*args, self.reader)
+        finally:
+            self.reader.rollback()
+
+    # --- one chunk -------------------------------------------------------------------------
+    def add(self, drafts: list) -> None:
+        log, issue = self.log, self.issue
+        self.records += len(drafts)
+        self.shops.update(resolve_shops(drafts, profile_platform=self.platform, lookup=self._shop, issue=issue))
+        log.take("shops")
+        bad = [d for d in drafts if d.bad]
+        self.bad += len(bad)
+        if bad and not self.valid_only:
+            self.broken = True
+        if self.valid_only:
+            for d in bad:  # say why the order's other rows were skipped too
+                for ps, row in d.refs:
+                    if not row.bad:
+                        ps.issue(row.index, None, "同一订单的其他行有错误，整单未导入")
+                        row.bad = True
+            log.take("notes")
+        good = [d for d in drafts if not d.bad]
+        keys = [(d.shop_id, d.pid) for d in good]
+        existing = self._read(lookup_existing, keys) if keys else {}  # each order is in one chunk only
+        new = [d for d, k in zip(good, keys) if k not in existing]
+        changed = [d for d, k in zip(good, keys) if k in existing and _changed(d, existing[k])]
+        self.counts.unchanged += len(good) - len(new) - len(changed)
+        self.changed += changed
+        self._ensure_skus(new)
+        prepared = []
+        creator = self.creator
+        for d in new:
+            try:
+                prepared.append(bulk_path.prepare(d, self.shops[d.shop_id], self.skus.for_shop(d.shop_id),
+                                                  self.carriers.get(d.carrier_name), creator.max_text))
+            except ValidationError as exc:
+                issue(d, exc.message)
+                self.counts.failed += 1
+                if not self.valid_only:
+                    self.broken = True
+        log.take("write")
+        if not self.broken and prepared:
+            keys = {creator.key_of(p.draft, p.order["receiver_phone"]) for p in prepared}
+            unseen = keys - creator.looked_up - {None, ""}
+            if unseen:
+                self._read(creator.load_customers_by_hash, unseen)
+            creator.submit(prepared)
+            self.counts.created += len(prepared)
+            self.new_keys += [(p.draft.shop_id, p.draft.pid) for p in prepared]
+        self.done += len(drafts)
+        if self.progress and not self.broken:
+            self.progress(self.done, max(self.total, self.done), f"已写入 {self.done}/{self.total} 个订单")
+
+    def _ensure_skus(self, drafts: list) -> None:
+        codes = {ln["merchant_code"] for d in drafts for ln in d.data["lines"] if ln["merchant_code"]}
+        shops = {d.shop_id for d in drafts}
+        if codes <= self.sku_codes and shops <= self.sku_shops:
+            return
+        self._idle()
+        self.sku_codes |= codes
+        self.sku_shops |= shops
+        self.skus = sku_mapping.SkuCatalogue.load(self.sku_codes, shop_ids=self.sku_shops, orm=False)
+
+    # --- after the last chunk --------------------------------------------------------------
+    def finish(self) -> Counts:
+        """The last batch written, paid orders reserved, changed orders updated (not when
+        all or nothing has already failed: the caller rolls back)."""
+        creator, self.creator = self.creator, None
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            reader.close()
+        if creator is not None:
+            if self.broken:
+                creator.close()
+                return self.counts
+            creator.finish()
+        if self.broken:
+            return self.counts
+        order_status.reserve_on_arrival(self.new_keys, source="import", user_id=self.user_id)
+        changed, counts = self.changed, self.counts
+        skus = _skus(changed) if changed else None  # ORM SKUs: the update path links lines to them
+        done = self.done - len(changed)
+        for start in range(0, len(changed), UPDATE_BATCH):
+            batch = changed[start:start + UPDATE_BATCH]
+            if not _update(batch, skus, self.carriers, user_id=self.user_id, valid_only=self.valid_only,
+                           issue=self.issue, counts=counts):
+                break
+            db.session.flush()
+            done += len(batch)
+            if self.progress:
+                self.progress(done, max(self.total, done), f"已写入 {done}/{self.total} 个订单")
+        self.log.take("write")
+        return counts
+
+    def close(self) -> None:
+        """Stop the writer and close the second connection, whatever happened (an error included)."""
+        creator, self.creator = self.creator, None
+        reader, self.reader = self.reader, None
+        try:
+            if creator is not None:
+                creator.close()
+        finally:
+            if reader is not None:
+                reader.close()
 
 
 def _apply_per_order(drafts, shops, carriers, *, user_id, valid_only, issue, progress, batch_size) -> Counts:

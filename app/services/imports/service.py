@@ -26,7 +26,7 @@ from app.services.scope import as_user
 
 from . import order_import, other_import, profiles, readers, report
 from .errors import CellIssue, ImportFileError
-from .parse import ParsedSheet, parse
+from .parse import ParsedSheet, SheetParser
 
 Progress = Optional[Callable[[int, int, str], None]]
 
@@ -92,9 +92,10 @@ def _opt(seq, i):
     return seq[i] if seq and i < len(seq) else None
 
 
-def load(files, *, profile_names: Optional[Sequence] = None,
-         mappings: Optional[Sequence] = None) -> list[ParsedSheet]:
-    """Read, detect and convert each file (no database access)."""
+def open_sheets(files, *, profile_names: Optional[Sequence] = None,
+                mappings: Optional[Sequence] = None) -> list[SheetParser]:
+    """Read and detect each file (no database access); the rows are converted later
+    (:meth:`SheetParser.parse`, or a chunk at a time by the order import)."""
     files = _as_files(files)
     if not files:
         raise ImportFileError("请选择要导入的文件")
@@ -105,12 +106,18 @@ def load(files, *, profile_names: Optional[Sequence] = None,
     for i, (path, label) in enumerate(files):
         sheet = readers.read(path, label, limits)
         detection = profiles.detect(sheet.rows, profile_name=_opt(profile_names, i), file_label=label)
-        out.append(parse(i, sheet, detection, _opt(mappings, i)))
-    entities = {("orders" if ps.profile.entity == "order_items" else ps.profile.entity) for ps in out}
+        out.append(SheetParser(i, sheet, detection, _opt(mappings, i)))
+    entities = {("orders" if p.parsed.profile.entity == "order_items" else p.parsed.profile.entity) for p in out}
     if len(entities) > 1:
         raise ImportFileError("两个文件的类型不同，不能一起导入：" + "、".join(
-            f"「{ps.sheet.label}」是{ps.profile.title}" for ps in out))
+            f"「{p.parsed.sheet.label}」是{p.parsed.profile.title}" for p in out))
     return out
+
+
+def load(files, *, profile_names: Optional[Sequence] = None,
+         mappings: Optional[Sequence] = None) -> list[ParsedSheet]:
+    """Read, detect and convert each file (no database access)."""
+    return [p.parse() for p in open_sheets(files, profile_names=profile_names, mappings=mappings)]
 
 
 def detect_only(files, *, profile_names=None, preview_rows: int = 10) -> list[dict]:
@@ -185,11 +192,12 @@ def _gc_paused():
 
 def _run_import(files, *, profile_names, mappings, shop, valid_only, user_id, create_shop, progress, report_dir,
                 bulk) -> ImportResult:
-    sheets = load(files, profile_names=profile_names, mappings=mappings)
+    parsers = open_sheets(files, profile_names=profile_names, mappings=mappings)
+    sheets = [p.parsed for p in parsers]
     scope = as_user(user_id) if user_id is not None else contextlib.nullcontext()
     with scope:
         try:
-            result = _run(sheets, shop=(shop or "").strip() or None, valid_only=valid_only, user_id=user_id,
+            result = _run(parsers, shop=(shop or "").strip() or None, valid_only=valid_only, user_id=user_id,
                           create_shop=create_shop, progress=progress, bulk=bulk)
         except IntegrityError:
             db.session.rollback()
@@ -204,11 +212,26 @@ def _run_import(files, *, profile_names, mappings, shop, valid_only, user_id, cr
     return result
 
 
-def _run(sheets: list[ParsedSheet], *, shop, valid_only, user_id, create_shop, progress, bulk) -> ImportResult:
-    head = sheets[0].profile
+def _run(parsers: list[SheetParser], *, shop, valid_only, user_id, create_shop, progress, bulk) -> ImportResult:
+    head = parsers[0].parsed.profile
     entity = "orders" if head.entity == "order_items" else head.entity
-    result = ImportResult(entity, [ps.profile.title for ps in sheets], [ps.profile.name for ps in sheets],
-                          valid_only=valid_only)
+    heads = [p.parsed.profile for p in parsers]
+    result = ImportResult(entity, [h.title for h in heads], [h.name for h in heads], valid_only=valid_only)
+    if entity == "orders" and len(parsers) == 1 and bulk is not False:
+        # one sheet: converted and written a chunk at a time (the first orders are written
+        # while the later rows are still being converted)
+        if progress:
+            progress(0, max(1, parsers[0].stop - parsers[0].start), "正在校验")
+        ps = parsers[0].parsed
+        _orders_stream(parsers[0], result, shop=shop, valid_only=valid_only, user_id=user_id,
+                       create_shop=create_shop, progress=progress)
+        result.rows = parsers[0].converted
+        result.issues = list(ps.issues)
+        result.failed_rows = len({(i.file_index, i.row) for i in result.issues})
+        if progress:
+            progress(result.rows, max(1, result.rows), result.summary)
+        return result
+    sheets = [p.parse() for p in parsers]
     result.rows = sum(len(ps.rows) for ps in sheets)
     if progress:
         progress(0, max(1, result.rows), "正在校验")
@@ -310,16 +333,49 @@ def _rows(ps: ParsedSheet, result: ImportResult, valid_only: bool, validate: Cal
     _finish_tx(result, counts, bool(counts.failed) and not valid_only)
 
 
+def _issue(draft, message, field=None):
+    """A draft's issue, on its first row; the order is not imported."""
+    ps, row = draft.first()
+    ps.issue(row.index, field, message)
+    row.bad = True
+    draft.bad = True
+
+
+def _orders_stream(parser: SheetParser, result, *, shop, valid_only, user_id, create_shop, progress) -> None:
+    """One order sheet, a chunk of orders at a time (order_import.stream + StreamApply): the
+    rules and the result of :func:`_orders` with the bulk path."""
+    ps = parser.parsed
+    order_import.pair([ps])  # an order sheet without lines, or lines without an order sheet
+    log = order_import.IssueLog(ps)
+    keys = order_import.keys_of(parser, shop)
+    platform = ps.profile.platform or ""
+    total = len({k for k in keys if k is not None})
+    writer = order_import.StreamApply(lookup=_shop_lookup(shop if create_shop else None, platform),
+                                      profile_platform=platform, user_id=user_id, valid_only=valid_only,
+                                      issue=_issue, log=log, progress=progress, total=total)
+    try:
+        writer.prefetch(keys, parser)
+        for drafts in order_import.stream(parser, shop, keys, log, chunk_orders=order_import.BATCH_SIZE):
+            writer.add(drafts)
+        counts = writer.finish()
+    finally:
+        writer.close()
+        log.close()
+    result.records = writer.records
+    if writer.broken:
+        db.session.rollback()  # what was written, and a shop created for this import
+        result.failed = result.records
+        return
+    result.failed = writer.bad + counts.failed
+    _finish_tx(result, counts, bool(counts.failed) and not valid_only)
+    if not result.applied:
+        result.failed = result.records
+
+
 def _orders(sheets, result, *, shop, valid_only, user_id, create_shop, progress, bulk) -> None:
     drafts = order_import.build(sheets, shop)
     result.records = len(drafts)
-
-    def issue(draft, message, field=None):
-        ps, row = draft.first()
-        ps.issue(row.index, field, message)
-        row.bad = True
-        draft.bad = True
-
+    issue = _issue
     platform = next((ps.profile.platform for ps in sheets if ps.profile.platform), "")
     shops = order_import.resolve_shops(drafts, profile_platform=platform,
                                        lookup=_shop_lookup(shop if create_shop else None, platform), issue=issue)
