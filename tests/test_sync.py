@@ -302,3 +302,14 @@ def test_orders_stored_with_the_content_checksum_stay_unchanged_when_listed_with
     listing = ListingClient(plain.orders.values())
     run = sync.sync_shop(shop_id, now=NOW, client=listing)
     assert (run.created, run.updated, run.unchanged) == (0, 0, 4)
+
+
+def test_a_new_checksum_version_re_applies_byte_identical_payloads(shop_id, monkeypatch):
+    client = ListingClient([po(f"V{i}") for i in range(3)])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    db.session.get(Shop, shop_id).sync_checkpoint = None
+    db.session.commit()
+    monkeypatch.setattr(sync, "_CHECKSUM_VERSION", "s-next")  # parsing changed
+    client.parsed.clear()
+    run = sync.sync_shop(shop_id, now=NOW, client=client)
+    assert run.updated == 3 and sorted(client.parsed) == ["V0", "V1", "V2"]
