@@ -535,7 +535,8 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
             counts["created"] += len(new)
             # paid on arrival, in a shop that reserves at payment: reserve now (缺货 hold if short)
             db.session.flush()
-            order_status.reserve_on_arrival([(shop.id, po.platform_order_id) for po, _d in new], source="sync")
+            if shop.reserve_at == "payment":  # reserve_on_arrival's own filter, without its query
+                order_status.reserve_on_arrival([(shop.id, po.platform_order_id) for po, _d in new], source="sync")
         if changed:
             _update_changed(shop, changed, ctx)
             counts["updated"] += len(changed)
@@ -650,6 +651,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
         start = end
     total_windows = max(1, len(windows))
     pages_done = 0
+    tally = {"created": 0, "updated": 0, "unchanged": 0, "fetched": 0, "pages": 0}
     last_commit = time.monotonic()
     # The next window is fetched (HTTP + parsing, no database) in a thread while this one
     # is applied: the gateway's and the database's work overlap. Each gateway call is
@@ -674,11 +676,14 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
             for page in pages:
                 counts = apply_page(shop, page.orders, ctx, bulk=bulk)
                 client.defer_parsing = counts["unchanged"] * 2 > len(page.orders)
-                # Counters once per page, not per order (each change would flush the run row).
+                # Counters once per page, not per order (each change would flush the run row),
+                # kept here and set, not incremented: the run row is not reloaded after a commit.
                 for outcome, n in counts.items():
-                    setattr(run, outcome, getattr(run, outcome) + n)
-                run.fetched += len(page.orders)
-                run.pages += 1
+                    tally[outcome] += n
+                tally["fetched"] += len(page.orders)
+                tally["pages"] += 1
+                for name, value in tally.items():
+                    setattr(run, name, value)
                 pages_done += 1
                 if counts["created"] or counts["updated"]:
                     db.session.commit()  # each page that wrote is durable on its own
