@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import sys
 import threading
 import time
 from dataclasses import asdict
@@ -568,34 +567,6 @@ def _first_start(shop: Shop, now: dt.datetime) -> dt.datetime:
     return now - dt.timedelta(days=shop.backfill_days if shop.backfill_days is not None else 3)
 
 
-class _ShortSwitchInterval:
-    """While a run's fetch thread parses, a database reply waits for the GIL up to the
-    interpreter's switch interval (5 ms by default) before the applying thread sees it, and
-    every round trip of a page pays that. Runs shorten it to 0.5 ms; the first run in the
-    process sets it, the last one to end puts the old value back."""
-
-    INTERVAL = 0.0005
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._runs = 0
-        self._saved = None
-
-    def __enter__(self):
-        with self._lock:
-            if self._runs == 0:
-                self._saved = sys.getswitchinterval()
-                sys.setswitchinterval(min(self._saved, self.INTERVAL))
-            self._runs += 1
-
-    def __exit__(self, *exc):
-        with self._lock:
-            self._runs -= 1
-            if self._runs == 0:
-                sys.setswitchinterval(self._saved)
-
-
-_short_switch = _ShortSwitchInterval()
 COMMIT_EVERY_S = 2.0  # windows that wrote nothing: their checkpoint is committed at most this often
 
 
@@ -661,7 +632,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oms-sync-fetch")
-    _short_switch.__enter__()
+    bulk_orders.short_switch.__enter__()
 
     def fetch(window):
         return list(client.fetch_changed(*window))
@@ -733,7 +704,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
     finally:
         stopping.set()
         pool.shutdown(wait=True, cancel_futures=True)
-        _short_switch.__exit__(None, None, None)
+        bulk_orders.short_switch.__exit__(None, None, None)
         if own_client:
             with contextlib.suppress(Exception):
                 client.session.close()  # its kept-alive gateway connection

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.models import Shop
-from app.services import sync
+from app.services import bulk_orders
 from app.services.errors import DomainError
 from app.services.scope import as_user
 
@@ -357,7 +357,7 @@ def _orders_stream(parser: SheetParser, result, *, shop, valid_only, user_id, cr
     # The writer thread (PostgreSQL) waits for the GIL whenever the database has taken its
     # data: the sync's shortened switch interval (0.5 ms, shared, restored by the last user).
     try:
-        with sync._short_switch:
+        with bulk_orders.short_switch:
             writer.prefetch(keys, parser)
             for drafts in order_import.stream(parser, shop, keys, log, chunk_orders=order_import.BATCH_SIZE):
                 writer.add(drafts)
