@@ -708,4 +708,4 @@ def _allocate(plan, out, pairs, codes, *, locked, user_id, source, hold, fast_on
 
 
 class _GuardFailed(Exception):
-    pass
+    """A guarded stock UPDATE matched fewer rows than planned: another writer took the stock."""
