@@ -1082,8 +1082,13 @@ def main(argv=None) -> int:
                 print(f"    {s['platform']:<7} sync {s['sync_s']:.2f} s, {s['pages']} pages, fetched {s['fetched']}, "
                       f"new order visible: {'yes' if s['visible'] else 'NO'} ({s['after_s']:.1f} s after creation)")
             est, typical = {}, {}
+            seen_now = {}
+            for s in fresh["per_shop"]:
+                seen_now[s["platform"]] = seen_now.get(s["platform"], True) and s["visible"]
             for plat, took in worst.items():
-                lag = 180 if plat == "pdd" else 0  # PddClient.safety_lag: nothing newer than 3 min
+                # A new order seen by the first incremental sync waits for nothing more; one not
+                # seen waits for the platform's safety lag (PDD: 3 minutes) to pass.
+                lag = 0 if seen_now.get(plat) else (180 if plat == "pdd" else 0)
                 gap = max(SHOP_INTERVAL_S - SCHEDULE_SLACK_S, SHOP_INTERVAL_S / 2)  # services/sync.due_shops
                 est[plat] = lag + gap + DISPATCH_INTERVAL_S + took
                 typical[plat] = lag + (gap + DISPATCH_INTERVAL_S) / 2 + took

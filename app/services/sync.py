@@ -1,8 +1,9 @@
 """Incremental order sync: every new or changed order of a shop, exactly once.
 
 * Windows by modified time, no wider than the platform allows, each starting
-  ``client.overlap`` before the checkpoint; never closer to now than
-  ``client.safety_lag`` (PDD wants 3 minutes).
+  ``client.overlap`` before the checkpoint. The checkpoint never gets closer to now
+  than ``client.safety_lag`` (PDD wants 3 minutes), but the minutes after it are read
+  too (and again next run), so new orders show within one interval.
 * The checkpoint advances only after a window's orders are committed, so an
   interrupted run resumes where the last committed window ended.
 * Upsert keyed by (shop, platform order id) and (order, platform line id); an
@@ -620,6 +621,14 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
         end = min(start + client.max_window, end_limit)
         windows.append((start, end))
         start = end
+    # The safety lag (PDD: keep the window end 3 minutes before its clock, or orders its
+    # index has not caught up with may be missed) bounds the checkpoint, not what is read:
+    # the last minutes are read too, and again by the next run, so a new order shows within
+    # one sync interval instead of 3 minutes later, and one the index was late with is
+    # still found. Only the windows up to the lag advance the checkpoint.
+    advancing = len(windows)
+    if client.safety_lag and start < now:
+        windows.append((start, min(now, start + client.max_window)))
     total_windows = max(1, len(windows))
     pages_done = 0
     tally = {"created": 0, "updated": 0, "unchanged": 0, "fetched": 0, "pages": 0}
@@ -667,7 +676,8 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
             # that wrote nothing commits it with the next one that writes (or at most
             # every COMMIT_EVERY_S, or at the end): a checkpoint lost to a crash is only
             # older, and re-reading a window is harmless.
-            shop.sync_checkpoint = end
+            if i < advancing:
+                shop.sync_checkpoint = end
             if wrote or time.monotonic() - last_commit >= COMMIT_EVERY_S:
                 db.session.commit()
                 ctx.page_done()
