@@ -24,6 +24,7 @@ from app.services.errors import IllegalTransition, NotFound, ValidationError
 from app.services.scope import as_user
 from app.services.stock_documents import DocumentInvalid
 from tests import world
+from tests.test_stock import _paid_order
 from tests.world import OPENING_STOCK as N
 
 UTC = dt.timezone.utc
@@ -62,24 +63,6 @@ def _returns(order_id: int) -> list[tuple[str, int, int]]:
         .where(StockMovement.order_id == order_id, StockMovement.movement_type == "return")
         .order_by(StockMovement.id)).all()
     return [tuple(r) for r in rows]
-
-
-def _paid_order(pid: str, lines: list[tuple[str, int]], *, shop: str = "A店-淘宝",
-                paid: dt.datetime | None = None) -> Order:
-    shop_obj = db.session.scalars(select(Shop).where(Shop.name == shop)).one()
-    paid = paid or dt.datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
-    order = orders.create_order(shop_obj, {
-        "platform_order_id": pid, "status": "pending_payment",
-        "receiver_name": "测试", "receiver_phone": "13700009999", "receiver_province": "浙江省",
-        "receiver_city": "杭州市", "receiver_district": "西湖区", "receiver_address": "文三路1号",
-        "paid_at": paid, "platform_created_at": paid, "paid_amount": "10.00", "post_fee": "0",
-        "lines": [{"platform_line_id": str(i), "merchant_code": code, "title": code, "quantity": qty,
-                   "price": "5.00", "paid_amount": "5.00"} for i, (code, qty) in enumerate(lines, 1)],
-    }, source="import")
-    db.session.flush()
-    order_status.apply(order, "pay", source="sync")
-    db.session.commit()
-    return order
 
 
 def _ship(order_id: int, carrier_id: int, tracking: str) -> Order:

@@ -202,22 +202,16 @@ def prepare(draft, shop, skus: dict, carrier_id: Optional[int], max_text: int) -
     if platform_status is not None and (type(platform_status) is not str or len(platform_status) > 64):
         platform_status = _text(platform_status, "platform_status", "平台状态", 64)
     get = data.get
-    value = get("goods_amount")
-    goods = checked(value)
-    if goods is None:
-        goods = _money(value, "goods_amount", "商品金额")
-    value = get("discount_amount")
-    discount = checked(value)
-    if discount is None:
-        discount = _money(value, "discount_amount", "优惠金额")
-    value = get("post_fee")
-    post_fee = checked(value)
-    if post_fee is None:
-        post_fee = _money(value, "post_fee", "运费")
-    value = get("paid_amount")
-    paid_amount = checked(value)
-    if paid_amount is None:
-        paid_amount = _money(value, "paid_amount", "实付金额")
+
+    def amount(name: str, label: str):
+        value = get(name)
+        ok = checked(value)
+        return ok if ok is not None else _money(value, name, label)
+
+    goods = amount("goods_amount", "商品金额")
+    discount = amount("discount_amount", "优惠金额")
+    post_fee = amount("post_fee", "运费")
+    paid_amount = amount("paid_amount", "实付金额")
     order = {
         "shop_id": shop.id, "platform": shop.platform, "platform_order_id": pid, "status": status,
         "platform_status": platform_status, "goods_amount": goods, "discount_amount": discount,

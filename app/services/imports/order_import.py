@@ -80,17 +80,23 @@ def _has_lines(ps: ParsedSheet) -> bool:
     return any(f in ps.mapping for f in ("merchant_code", "title"))
 
 
+def _order_key(ps: ParsedSheet, row: Row, default_shop: Optional[str]):
+    """The (shop, order number) a row belongs to; None (and the row marked bad) without a number."""
+    pid = row.values.get("platform_order_id")
+    if pid is None:
+        if not row.bad:
+            ps.issue(row.index, "platform_order_id", "订单号不能为空")
+        row.bad = True
+        return None
+    return (default_shop or row.values.get("shop_name"), pid)
+
+
 def _group(ps: ParsedSheet, default_shop: Optional[str]) -> dict:
     groups: dict = {}
     for row in ps.rows:
-        pid = row.values.get("platform_order_id")
-        if pid is None:
-            if not row.bad:
-                ps.issue(row.index, "platform_order_id", "订单号不能为空")
-            row.bad = True
-            continue
-        shop = default_shop or row.values.get("shop_name")
-        groups.setdefault((shop, pid), []).append(row)
+        key = _order_key(ps, row, default_shop)
+        if key is not None:
+            groups.setdefault(key, []).append(row)
     return groups
 
 
@@ -399,13 +405,9 @@ def stream(parser, default_shop: Optional[str], keys: list, log: IssueLog, *, ch
         lo = hi
         log.take("convert")
         for row in rows:
-            pid = row.values.get("platform_order_id")
-            if pid is None:
-                if not row.bad:
-                    ps.issue(row.index, "platform_order_id", "订单号不能为空")
-                row.bad = True
+            key = _order_key(ps, row, default_shop)
+            if key is None:
                 continue
-            key = (default_shop or row.values.get("shop_name"), pid)
             group = groups.get(key)
             if group is None:
                 if key in done or last.get(key, -1) < row.index:  # keys_of and convert disagree: a bug
