@@ -161,8 +161,9 @@ def _order_data(po: PlatformOrder, status: str) -> dict:
     }
 
 
-def _advance_status(order: Order, po: PlatformOrder) -> None:
-    """Move the local status forward to match the platform, never backwards."""
+def _advance_status(order: Order, po: PlatformOrder, split: Optional[bool] = None) -> None:
+    """Move the local status forward to match the platform, never backwards (``split``: the
+    order is part of a trade split here, :func:`order_split.is_split`; None: look it up)."""
     target, local = po.status, order.status
     if local in ("closed", "completed") or target == local:
         return
@@ -180,7 +181,7 @@ def _advance_status(order: Order, po: PlatformOrder) -> None:
         order_status.apply(order, "pay", source="sync")
         local = order.status
     if target in ("shipped", "completed") and local in order_status.HOLDABLE:
-        if order_split.is_split(order):
+        if (order_split.is_split(order) if split is None else split):
             return  # 拆分订单: each part ships here with its own parcel (the platform saw the first)
         order_status.apply(order, "ship_on_platform", source="sync")
         if po.shipped_at and order.shipped_at != po.shipped_at:
@@ -207,10 +208,12 @@ _SYNCED_FIELDS = ("platform_status", "goods_amount", "discount_amount", "post_fe
                   "platform_created_at", "paid_at", "platform_modified_at")
 
 
-def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict) -> None:
+def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict, split: Optional[bool] = None) -> None:
     data = _order_data(po, po.status)
-    # 拆分订单: the platform still shows the whole trade; the lines and amounts are ours now.
-    split = order_split.is_split(order)
+    # 拆分订单 (``split``; None: look it up): the platform still shows the whole trade; the lines
+    # and amounts are ours now.
+    if split is None:
+        split = order_split.is_split(order)
     for name in _SYNCED_FIELDS:
         if split and name in order_split.LOCAL_FIELDS:
             continue
@@ -307,17 +310,18 @@ def apply_platform_order(shop: Shop, po: PlatformOrder, skus_by_code: dict, know
 
 
 def _apply_update(order: Order, po: PlatformOrder, digest: str, skus_by_code: dict) -> None:
-    _update_order(order, po, skus_by_code)
+    split = order_split.is_split(order)  # one query, for every step below
+    _update_order(order, po, skus_by_code, split)
     order.platform_hash = digest
-    _after_create_or_update(order, po, created=False)
+    _after_create_or_update(order, po, created=False, split=split)
 
 
-def _after_create_or_update(order: Order, po: PlatformOrder, *, created: bool) -> None:
+def _after_create_or_update(order: Order, po: PlatformOrder, *, created: bool, split: bool = False) -> None:
     # 拆分订单: the platform's cancellation, refund, lock or completion is the whole trade's,
     # so it reaches every part split off it here (a part never ships from the platform's word).
-    parts = order_split.family(order) if (not created and order_split.is_split(order)) else [order]
+    parts = order_split.family(order) if split else [order]
     for part in parts:
-        _advance_status(part, po)
+        _advance_status(part, po, split)
         _apply_holds(part, po)
         if part is order and not created:
             _hold_unmatched(order)
