@@ -172,21 +172,17 @@ def _clean_warehouse(params: dict) -> dict:
 
 
 # --- one order ---------------------------------------------------------------------
-def _transition(action: str, done_status: str, done_message: str):
-    def apply(order: Order, params: dict, ctx: Context) -> None:
+def _transition(action: str, done_status: str, done_message: str, *, check: bool = False):
+    """The batch form of a transition: ``apply`` it, or (``check``) raise what it would refuse
+    before writing anything (order_status.check)."""
+    run = order_status.check if check else order_status.apply
+
+    def one(order: Order, params: dict, ctx: Context) -> None:
         if order.status == done_status:
             raise AlreadyDone(done_message.format(pid=_pid(order), status=_status_zh(order)))
-        order_status.apply(order, action, source=ctx.source, user_id=ctx.user_id, note=BATCH_NOTE,
-                           prepared=ctx.prepared.get(order.id))
-    return apply
-
-
-def _transition_check(action: str, done_status: str, done_message: str):
-    def check(order: Order, params: dict, ctx: Context) -> None:
-        if order.status == done_status:
-            raise AlreadyDone(done_message.format(pid=_pid(order), status=_status_zh(order)))
-        order_status.check(order, action, source=ctx.source, prepared=ctx.prepared.get(order.id))
-    return check
+        kw = {} if check else {"user_id": ctx.user_id, "note": BATCH_NOTE}
+        run(order, action, source=ctx.source, prepared=ctx.prepared.get(order.id), **kw)
+    return one
 
 
 def _hold(order: Order, params: dict, ctx: Context) -> None:
@@ -324,7 +320,7 @@ def _print_all(ids: list[int], params: dict, *, user_id: Optional[int], source: 
 ACTIONS: dict[str, BatchAction] = {a.code: a for a in [
     BatchAction("audit", "审单", _no_params,
                 _transition("audit", "to_ship", "订单 {pid} 已审核（{status}）"),
-                check=_transition_check("audit", "to_ship", "订单 {pid} 已审核（{status}）")),
+                check=_transition("audit", "to_ship", "订单 {pid} 已审核（{status}）", check=True)),
     BatchAction("unaudit", "反审核", _no_params,
                 _transition("unaudit", "to_audit", "订单 {pid} 已是「{status}」")),
     BatchAction("hold", "挂起", _clean_hold, _hold),
