@@ -108,7 +108,10 @@ def test_resync_with_no_change_skips_everything(shop_id):
     assert db.session.query(OrderEvent).count() == events
 
 
-def test_interrupted_sync_resumes_to_exactly_the_platform_set(shop_id):
+def test_interrupted_sync_resumes_to_exactly_the_platform_set(shop_id, monkeypatch):
+    from flask import current_app
+
+    monkeypatch.setitem(current_app.config, "OMS_SYNC_BATCH_ORDERS", 1)  # a batch per window: some commit
     client = ScriptedClient([po(f"T{i:02d}", modified=NOW - dt.timedelta(minutes=20 * i + 1)) for i in range(60)],
                             page_size=3)
     run = sync.sync_shop(shop_id, now=NOW, client=client, stop_after_pages=4)
@@ -127,6 +130,30 @@ def test_interrupted_sync_resumes_to_exactly_the_platform_set(shop_id):
     assert got["T05"].status == "shipped"
     for pid, p in client.orders.items():
         assert got[pid].platform_hash == sync.payload_hash(p)
+
+
+def test_a_batch_of_windows_keeps_what_was_fetched_before_a_failing_window(shop_id, monkeypatch):
+    """Windows are applied a batch at a time. When a window's call finally fails, the windows
+    fetched before it in the same batch are applied and committed with the checkpoint at
+    the last of them; a re-run reads on from there."""
+    from flask import current_app
+
+    monkeypatch.setitem(current_app.config, "OMS_SYNC_BATCH_ORDERS", 100)  # all windows in one batch
+    start = NOW - dt.timedelta(days=1)  # backfill_days = 1: four 6-hour windows
+    client = ScriptedClient([po(f"W{w}{k}", modified=start + dt.timedelta(hours=6 * w + k + 1))
+                             for w in range(4) for k in range(3)], page_size=2)
+    client.faults = [None, None, PlatformError("27", "淘宝授权已失效，请重新授权", kind="auth")]
+    run = sync.sync_shop(shop_id, now=NOW, client=client, sleep=lambda s: None)
+    assert run.status == "failed" and run.error == "淘宝授权已失效，请重新授权"
+    assert sorted(p for p in _orders(shop_id) if p.startswith("W")) == ["W00", "W01", "W02", "W10", "W11", "W12"]
+    assert run.created == 6 and run.pages == 4
+    shop = db.session.get(Shop, shop_id)
+    assert shop.sync_checkpoint == start + dt.timedelta(hours=12)
+    assert shop.last_sync_error == "淘宝授权已失效，请重新授权"
+    run = sync.sync_shop(shop_id, now=NOW, client=client, sleep=lambda s: None)
+    assert run.status == "success" and run.created == 6
+    assert len([p for p in _orders(shop_id) if p.startswith("W")]) == 12
+    assert db.session.get(Shop, shop_id).sync_checkpoint == NOW
 
 
 def test_rate_limit_and_5xx_delay_but_lose_nothing(shop_id):

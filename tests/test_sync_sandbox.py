@@ -91,7 +91,10 @@ def test_sync_matches_the_sandbox_exactly(sandbox, shops, platform):
 
 
 @pytest.mark.parametrize("platform", ["taobao", "pdd"])
-def test_interrupted_sync_then_rerun_ends_with_exactly_the_sandbox_set(sandbox, shops, platform):
+def test_interrupted_sync_then_rerun_ends_with_exactly_the_sandbox_set(sandbox, shops, platform, monkeypatch):
+    from flask import current_app
+
+    monkeypatch.setitem(current_app.config, "OMS_SYNC_BATCH_ORDERS", 1)  # a batch per window: stops early
     base, state = sandbox
     now = dt.datetime.now(dt.timezone.utc)
     state.seed_orders(TWINS[platform], 300, now - dt.timedelta(hours=40), now - dt.timedelta(minutes=5))

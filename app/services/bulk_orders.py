@@ -251,6 +251,38 @@ def prepare(draft, shop, skus: dict, carrier_id: Optional[int], max_text: int) -
     return p
 
 
+# --- looking up -------------------------------------------------------------------------
+LOOKUP_CHUNK = 5000  # ids per IN (…) on SQLite
+
+
+def stored_checksums(keys, conn=None) -> dict:
+    """(shop id, platform order id) → stored checksum ("" if none) of those orders that exist:
+    which of a page's or a sheet's orders are new, and which are unchanged. PostgreSQL: one
+    array parameter per shop and 50,000 ids (not thousands of bound values to render and
+    send); SQLite: IN (…) of 5,000. ``conn``: a connection to read on instead of the session."""
+    by_shop: dict = {}
+    for shop_id, pid in keys:
+        by_shop.setdefault(shop_id, []).append(pid)
+    run = (conn or db.session).execute
+    pg = (conn.dialect if conn is not None else db.session.get_bind().dialect).name == "postgresql"
+    if pg:
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        wanted = Order.platform_order_id == sa.any_(sa.bindparam("pids", type_=ARRAY(sa.String)))
+        size = 50_000
+    else:
+        wanted = Order.platform_order_id.in_(sa.bindparam("pids", expanding=True))
+        size = LOOKUP_CHUNK
+    query = sa.select(Order.platform_order_id, Order.platform_hash).where(
+        Order.shop_id == sa.bindparam("shop"), wanted)
+    out = {}
+    for shop_id, pids in by_shop.items():
+        for i in range(0, len(pids), size):
+            for pid, digest in run(query, {"shop": shop_id, "pids": pids[i:i + size]}):
+                out[(shop_id, pid)] = digest or ""
+    return out
+
+
 # --- writing --------------------------------------------------------------------------------
 def _defaults(table: sa.Table, given: tuple) -> dict:
     """Python-side scalar defaults of the columns the bulk path does not set itself (a column

@@ -16,11 +16,12 @@
 * Each line's SKU: its merchant code's, else the one the shop's listings map that code
   to (services/sku_mapping.py, loaded once per run); unknown merchant codes are stored
   with an 未匹配商品 hold: nothing is dropped.
-* Set-wise, page by page (:func:`apply_page`): one checksum query per page (unchanged
+* Set-wise, a batch of pages at a time (:func:`apply_page`: the pages of consecutive
+  windows, up to ``OMS_SYNC_BATCH_ORDERS`` orders): one checksum query per batch (unchanged
   orders cost nothing more); new orders computed in Python in the state the per-order
   path leaves them and written in bulk (services/bulk_orders.py, shared with the import);
   the state machine per order only where it may move stock, and for changed orders
-  (loaded in one query per page). The next window is fetched while one is applied.
+  (loaded in one query per batch). The next batch is fetched while one is applied.
 * The stored checksum starts with the digest of the order's payload as the gateway sent
   it (``checksum``): when most listed orders turn out unchanged, the client lists them
   unparsed and only new or changed ones are parsed (for Taobao: only they cost a
@@ -270,12 +271,11 @@ _MISSING = object()
 
 
 def existing_hashes(shop_id: int, platform_ids: list[str]) -> dict[str, str]:
-    """One query per page: the stored payload checksum of each order already known."""
+    """One query per applied batch: the stored payload checksum of each order already known."""
     if not platform_ids:
         return {}
-    rows = db.session.execute(select(Order.platform_order_id, Order.platform_hash).where(
-        Order.shop_id == shop_id, Order.platform_order_id.in_(platform_ids)))
-    return {pid: digest or "" for pid, digest in rows}
+    return {pid: digest for (_s, pid), digest in
+            bulk_orders.stored_checksums((shop_id, pid) for pid in platform_ids).items()}
 
 
 def apply_platform_order(shop: Shop, po: PlatformOrder, skus_by_code: dict, known_hash=_MISSING) -> str:
@@ -494,9 +494,10 @@ def _update_changed(shop: Shop, items: list, ctx: RunContext) -> None:
 
 
 def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = True) -> dict:
-    """Apply one page; returns the counts of created / updated / unchanged orders.
+    """Apply one page, or the pages of a batch of windows in order; returns the counts of
+    created / updated / unchanged orders.
 
-    One query for the stored checksums of the page's orders; unchanged ones cost nothing
+    One query for the stored checksums of the orders; unchanged ones cost nothing
     more (a listed order whose payload is the one stored is not even parsed: the page may
     hold ``Deferred`` orders, parsed here only when new or changed). New ones are written
     in bulk (``bulk=False``: one ``apply_platform_order`` each, the reference the tests
@@ -573,6 +574,11 @@ def _first_start(shop: Shop, now: dt.datetime) -> dt.datetime:
 
 
 COMMIT_EVERY_S = 2.0  # windows that wrote nothing: their checkpoint is committed at most this often
+BATCH_ORDERS = 2000  # consecutive windows are fetched until they list this many orders, then applied at once
+
+
+def _batch_orders() -> int:
+    return int(current_app.config.get("OMS_SYNC_BATCH_ORDERS", BATCH_ORDERS)) if has_app_context() else BATCH_ORDERS
 
 
 def sync_shop(shop_id: int, *, trigger: str = "schedule", now: Optional[dt.datetime] = None,
@@ -637,57 +643,77 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
     pages_done = 0
     tally = {"created": 0, "updated": 0, "unchanged": 0, "fetched": 0, "pages": 0}
     last_commit = time.monotonic()
-    # The next window is fetched (HTTP + parsing, no database) in a thread while this one
-    # is applied: the gateway's and the database's work overlap. Each gateway call is
-    # retried in place (client.call_policy); a window is fetched whole before it is
-    # applied, so a call that finally fails leaves nothing half-applied and the checkpoint
-    # where it was. At most one window is fetched ahead.
+    batch_orders = _batch_orders()
+    # Windows are fetched (HTTP + parsing, no database) in a thread while the previous ones
+    # are applied: the gateway's and the database's work overlap. Consecutive windows are
+    # fetched until they hold ``batch_orders`` orders and applied as one batch, in one
+    # transaction: a backfill of 100,000 orders costs a hundred lookups, writes and commits
+    # instead of one per page; an incremental run is one window anyway. Each gateway call is
+    # retried in place (client.call_policy); a window is fetched whole before it is applied,
+    # so a call that finally fails leaves nothing half-applied: the windows fetched before
+    # it are applied and committed, the checkpoint stays at the last of them. At most one
+    # batch is fetched ahead.
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oms-sync-fetch")
     bulk_orders.short_switch.__enter__()
 
-    def fetch(window):
-        return list(client.fetch_changed(*window))
+    def fetch(first: int):
+        """The windows from ``first`` on until they hold ``batch_orders`` orders, as
+        [(window index, pages)], and the platform error that ended the batch early."""
+        got, listed = [], 0
+        for i in range(first, len(windows)):
+            try:
+                pages = list(client.fetch_changed(*windows[i]))
+            except PlatformError as exc:
+                if not got:
+                    raise
+                return got, exc
+            got.append((i, pages))
+            listed += sum(len(page.orders) for page in pages)
+            if listed >= batch_orders:
+                break
+        return got, None
 
     try:
-        ahead = pool.submit(fetch, windows[0]) if windows else None
-        for i, (_start, end) in enumerate(windows):
-            pages = ahead.result()
-            ahead = pool.submit(fetch, windows[i + 1]) if i + 1 < len(windows) else None
+        ahead = pool.submit(fetch, 0) if windows else None
+        while ahead is not None:
+            got, failed = ahead.result()
+            last = got[-1][0]
+            ahead = pool.submit(fetch, last + 1) if failed is None and last + 1 < len(windows) else None
             run.retries = retries["n"]
-            wrote = False
-            for page in pages:
-                counts = apply_page(shop, page.orders, ctx, bulk=bulk)
-                client.defer_parsing = counts["unchanged"] * 2 > len(page.orders)
-                # Counters once per page, not per order (each change would flush the run row),
-                # kept here and set, not incremented: the run row is not reloaded after a commit.
-                for outcome, n in counts.items():
-                    tally[outcome] += n
-                tally["fetched"] += len(page.orders)
-                tally["pages"] += 1
-                for name, value in tally.items():
-                    setattr(run, name, value)
-                pages_done += 1
-                if counts["created"] or counts["updated"]:
-                    db.session.commit()  # each page that wrote is durable on its own
-                    ctx.page_done()
-                    last_commit = time.monotonic()
-                    wrote = True
-                if stop_after_pages is not None and pages_done >= stop_after_pages:
-                    raise _Interrupted()
-            # Only now is the whole window committed: advance the checkpoint. A window
-            # that wrote nothing commits it with the next one that writes (or at most
-            # every COMMIT_EVERY_S, or at the end): a checkpoint lost to a crash is only
-            # older, and re-reading a window is harmless.
-            if i < advancing:
-                shop.sync_checkpoint = end
-            if wrote or time.monotonic() - last_commit >= COMMIT_EVERY_S:
+            pages = [page for _i, window_pages in got for page in window_pages]
+            listed = [po for page in pages for po in page.orders]
+            counts = apply_page(shop, listed, ctx, bulk=bulk) if listed else dict.fromkeys(tally, 0)
+            if listed:
+                client.defer_parsing = counts["unchanged"] * 2 > len(listed)
+            # Counters once per batch, not per order (each change would flush the run row),
+            # kept here and set, not incremented: the run row is not reloaded after a commit.
+            for outcome in ("created", "updated", "unchanged"):
+                tally[outcome] += counts[outcome]
+            tally["fetched"] += len(listed)
+            tally["pages"] += len(pages)
+            for name, value in tally.items():
+                setattr(run, name, value)
+            pages_done += len(pages)
+            # The checkpoint moves to the end of the batch's last window (not past the safety
+            # lag) in the same commit as the batch's orders. A batch that wrote nothing is
+            # committed with the next one that writes (or at most every COMMIT_EVERY_S, or at
+            # the end): a checkpoint lost to a crash is only older, and re-reading is harmless.
+            advanced = [i for i, _p in got if i < advancing]
+            if advanced:
+                shop.sync_checkpoint = windows[advanced[-1]][1]
+            if (counts["created"] or counts["updated"] or failed is not None
+                    or time.monotonic() - last_commit >= COMMIT_EVERY_S):
                 db.session.commit()
                 ctx.page_done()
                 last_commit = time.monotonic()
+            if stop_after_pages is not None and pages_done >= stop_after_pages:
+                raise _Interrupted()
             if progress:
-                progress(i + 1, total_windows, f"已同步至 {end.isoformat()}")
+                progress(last + 1, total_windows, f"已同步至 {windows[last][1].isoformat()}")
+            if failed is not None:
+                raise failed
         run.status = "success"
         run.retries = retries["n"]
         shop.last_sync_success_at = utcnow()

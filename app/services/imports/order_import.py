@@ -34,14 +34,14 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable, Optional
 
-from sqlalchemy import String, select
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from app.extensions import db
 from app.models import Carrier, Order, OrderEvent, Shop
 from app.platforms.base import PlatformLine, PlatformOrder
 from app.platforms.common import unique_line_ids
-from app.services import order_status, orders, sku_mapping, sync
+from app.services import bulk_orders, order_status, orders, sku_mapping, sync
 from app.services.errors import DomainError, ValidationError
 from app.services.validation import check_phone
 
@@ -559,36 +559,7 @@ def update_one(order: Order, draft: Draft, skus_by_code: dict, carrier_id: Optio
 
 def _existing(drafts: list[Draft]) -> dict:
     """(shop id, platform order id) → stored checksum ("" if none) of the drafts already imported."""
-    return lookup_existing((d.shop_id, d.pid) for d in drafts)
-
-
-def lookup_existing(keys, conn=None) -> dict:
-    """(shop id, platform order id) → stored checksum ("" if none) of those orders that exist.
-    PostgreSQL: one array parameter per shop and 50,000 ids; SQLite: IN (…) of 5,000.
-    ``conn``: a connection to read on instead of the session."""
-    by_shop: dict = {}
-    for shop_id, pid in keys:
-        by_shop.setdefault(shop_id, []).append(pid)
-    run = (conn or db.session).execute
-    pg = (conn.dialect if conn is not None else db.session.get_bind().dialect).name == "postgresql"
-    if pg:
-        from sqlalchemy import any_, bindparam
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        wanted = Order.platform_order_id == any_(bindparam("pids", type_=ARRAY(String)))
-        size = 50_000
-    else:
-        from sqlalchemy import bindparam
-
-        wanted = Order.platform_order_id.in_(bindparam("pids", expanding=True))
-        size = LOOKUP_CHUNK
-    query = select(Order.platform_order_id, Order.platform_hash).where(Order.shop_id == bindparam("shop"), wanted)
-    out = {}
-    for shop_id, pids in by_shop.items():
-        for i in range(0, len(pids), size):
-            for pid, digest in run(query, {"shop": shop_id, "pids": pids[i:i + size]}):
-                out[(shop_id, pid)] = digest or ""
-    return out
+    return bulk_orders.stored_checksums((d.shop_id, d.pid) for d in drafts)
 
 
 def _skus(drafts: list[Draft]) -> sku_mapping.SkuCatalogue:
@@ -629,7 +600,6 @@ BATCH_SIZE = 5000  # new orders per bulk batch (one set of COPY statements)
 CHUNK_ROWS = 5000  # sheet rows converted at a time by the streaming import
 FIRST_CHUNK = 1000  # orders in its first chunk
 UPDATE_BATCH = 1000  # changed orders loaded and updated per flush
-LOOKUP_CHUNK = 5000  # ids per IN (…) of a lookup
 
 
 def apply(drafts: list[Draft], shops: dict, *, user_id: Optional[int], valid_only: bool,
@@ -772,7 +742,7 @@ class StreamApply:
             log.take("notes")
         good = [d for d in drafts if not d.bad]
         keys = [(d.shop_id, d.pid) for d in good]
-        existing = self._read(lookup_existing, keys) if keys else {}  # each order is in one chunk only
+        existing = self._read(bulk_orders.stored_checksums, keys) if keys else {}  # each order is in one chunk only
         new = [d for d, k in zip(good, keys) if k not in existing]
         changed = [d for d, k in zip(good, keys) if k in existing and _changed(d, existing[k])]
         self.counts.unchanged += len(good) - len(new) - len(changed)
