@@ -1,9 +1,10 @@
 """The Taobao, PDD and JD clients against tiny fake gateways (no network).
 
-Each fake gateway is a ``requests`` transport adapter mounted on the client's
-session. Like the real gateway it checks the app key, the timestamp and the
-signature (computed here independently of app.platforms.signing) and the access
-token, then answers with canned JSON in the real response shapes.
+Each fake gateway stands in for the client's transport (``client.http``). Like the
+real gateway it checks the app key, the timestamp and the signature (computed here
+independently of app.platforms.signing) and the access token, then answers with
+canned JSON in the real response shapes. One test uses the real transport against
+real sockets (refused, silent).
 """
 from __future__ import annotations
 
@@ -16,13 +17,12 @@ from decimal import Decimal
 from urllib.parse import parse_qsl
 
 import pytest
-import requests
-from requests.adapters import BaseAdapter
 
 from app.platforms import jd as jd_module
 from app.platforms import pdd as pdd_module
 from app.platforms import taobao as taobao_module
 from app.platforms.base import CN_TZ, PlatformError
+from app.platforms.http import TransportError
 from app.platforms.jd import JdClient
 from app.platforms.pdd import PddClient
 from app.platforms.taobao import TaobaoClient
@@ -35,22 +35,21 @@ assert BIG_TID > 2**53 and float(BIG_TID) != BIG_TID
 
 
 # --- the fake transport --------------------------------------------------------------
-class FakeGateway(BaseAdapter):
-    """Receives the form POST, lets ``respond(form)`` answer: a dict (JSON, HTTP 200),
-    a (status, body) tuple, or an exception to raise (timeouts, refused connections)."""
+class FakeGateway:
+    """Stands in for the client's transport (app/platforms/http.py): receives the form
+    POST, lets ``respond(form)`` answer: a dict (JSON, HTTP 200), a (status, body) tuple,
+    or an exception to raise (``TransportError``: timeouts, refused connections)."""
 
     def __init__(self, respond):
-        super().__init__()
         self.respond = respond
         self.calls: list[dict] = []
         self.timeouts: list = []
         self.raw: list[str] = []
 
-    def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
-        assert request.method == "POST"
-        assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
-        body = request.body.decode() if isinstance(request.body, bytes) else request.body
-        form = dict(parse_qsl(body, keep_blank_values=True))
+    def post(self, url, body, headers, timeout):
+        assert url.startswith("http://gw.test/")
+        assert headers["Content-Type"] == "application/x-www-form-urlencoded"
+        form = dict(parse_qsl(body.decode("ascii"), keep_blank_values=True))
         self.calls.append(form)
         self.timeouts.append(timeout)
         result = self.respond(form)
@@ -59,14 +58,7 @@ class FakeGateway(BaseAdapter):
         status, payload = result if isinstance(result, tuple) else (200, result)
         text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
         self.raw.append(text)
-        resp = requests.Response()
-        resp.status_code = status
-        resp._content = text.encode("utf-8")
-        resp.headers["Content-Type"] = "application/json;charset=UTF-8"
-        resp.encoding = "utf-8"
-        resp.url = request.url
-        resp.request = request
-        return resp
+        return status, text.encode("utf-8")
 
     def close(self):
         pass
@@ -74,7 +66,7 @@ class FakeGateway(BaseAdapter):
 
 def mount(client, respond) -> FakeGateway:
     gateway = FakeGateway(respond)
-    client.session.mount("http://gw.test/", gateway)
+    client.http = gateway
     return gateway
 
 
@@ -343,8 +335,8 @@ def test_taobao_error_kinds(code, sub_code, kind):
 
 @pytest.mark.parametrize("failure, kind", [
     ((502, "<html>Bad Gateway</html>"), "server"),
-    (requests.exceptions.ReadTimeout("read timed out"), "server"),
-    (requests.exceptions.ConnectionError("refused"), "network"),
+    (TransportError("timeout", "ReadTimeoutError"), "server"),
+    (TransportError("connect", "NewConnectionError"), "network"),
     ((200, "<html>not json</html>"), "server"),
 ])
 def test_transport_failures_become_platform_errors(failure, kind):
@@ -354,6 +346,42 @@ def test_transport_failures_become_platform_errors(failure, kind):
         client.fetch_order("1001")
     assert info.value.kind == kind and info.value.retryable
     assert re.search(r"[\u4e00-\u9fff]", info.value.message)  # zh
+
+
+def test_real_sockets_refused_and_silent_gateways_become_zh_platform_errors():
+    """The real transport (urllib3) against a closed port and a server that accepts the
+    connection and never answers: a network error and a timeout, both retryable, in zh."""
+    import socket
+    import threading
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    client = TaobaoClient(gateway_url=f"http://127.0.0.1:{port}/router/rest", app_key=APP_KEY,
+                          app_secret=SECRET, access_token=TOKEN, timeout=2)
+    with pytest.raises(PlatformError) as info:
+        client.fetch_order("1001")
+    assert (info.value.kind, info.value.code) == ("network", "network") and info.value.retryable
+    assert "无法连接淘宝接口" in info.value.message
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    held = []
+    threading.Thread(target=lambda: held.append(silent.accept()), daemon=True).start()
+    client = TaobaoClient(gateway_url=f"http://127.0.0.1:{silent.getsockname()[1]}/router/rest",
+                          app_key=APP_KEY, app_secret=SECRET, access_token=TOKEN, timeout=0.3)
+    try:
+        with pytest.raises(PlatformError) as info:
+            client.fetch_order("1001")
+        assert (info.value.kind, info.value.code) == ("server", "timeout") and info.value.retryable
+        assert info.value.message == "淘宝接口 taobao.trade.fullinfo.get 超过 0.3 秒未响应，稍后重试"
+    finally:
+        client.http.close()
+        for conn, _addr in held:
+            conn.close()
+        silent.close()
 
 
 def test_taobao_window_wider_than_a_day_is_refused():

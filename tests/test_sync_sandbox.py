@@ -301,13 +301,13 @@ def test_resync_skips_unchanged_orders_without_fullinfo_calls_and_applies_change
 
     methods = []
     client = client_for(shop)
-    post = client.session.post
+    post = client.http.post
 
-    def counting_post(url, data=None, **kw):
-        methods.append("fullinfo" if b"fullinfo" in data else "list")
-        return post(url, data=data, **kw)
+    def counting_post(url, body, headers, timeout):
+        methods.append("fullinfo" if b"fullinfo" in body else "list")
+        return post(url, body, headers, timeout)
 
-    client.session.post = counting_post
+    client.http.post = counting_post
     run = sync.sync_shop(shops["taobao"], client=client)
     assert run.status == "success", run.error
     assert (run.created, run.updated) == (0, 3) and run.unchanged == run.fetched - 3

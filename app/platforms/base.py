@@ -127,18 +127,19 @@ class PlatformClient(abc.ABC):
     safety_lag: dt.timedelta = dt.timedelta(seconds=0)
 
     def __init__(self, gateway_url: str, app_key: str, app_secret: str, access_token: str,
-                 timeout: float = 15.0, session=None):
+                 timeout: float = 15.0, http=None):
         self.gateway_url = gateway_url
         self.app_key = app_key
         self.app_secret = app_secret
         self.access_token = access_token
         self.timeout = timeout
-        # A requests.Session (keep-alive); one per client, clients are not shared between threads.
-        if session is None:
-            import requests
+        # The transport (app/platforms/http.py: kept-alive urllib3 pools); tests pass a fake
+        # with the same ``post`` and ``close``.
+        if http is None:
+            from .http import FormTransport
 
-            session = requests.Session()
-        self.session = session
+            http = FormTransport()
+        self.http = http
         # Optional wrapper for every gateway call: ``call_policy(fn)`` calls ``fn()``,
         # retrying retryable PlatformErrors as it sees fit (the sync engine's backoff).
         self.call_policy = None

@@ -18,15 +18,14 @@ import json
 import logging
 import math
 import re
-import threading
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterator, Optional
 from urllib.parse import urlencode, urlsplit
 
 import orjson
-import requests
 
 from .base import CN_TZ, Deferred, Page, PlatformClient, PlatformError, PlatformOrder
+from .http import TransportError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,8 @@ ZERO = Decimal("0.00")
 CENT = Decimal("0.01")
 # Used when a platform rate-limits without saying for how long (UNCONFIRMED for PDD and JD).
 DEFAULT_BAN_SECONDS = 60.0
-_FORM_HEADERS = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
+_FORM_HEADERS = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded",
+                 "User-Agent": "shop-group-oms"}
 
 
 # --- values -----------------------------------------------------------------
@@ -199,7 +199,6 @@ class GatewayClient(PlatformClient):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._session_lock = threading.Lock()
         # Set by the sync engine when most listed orders are expected to be unchanged:
         # fetch_changed then lists Deferred orders (id and raw digest, parsed on demand).
         self.defer_parsing = False
@@ -234,58 +233,39 @@ class GatewayClient(PlatformClient):
         return self._post_once(form, api)
 
     def _post_once(self, form: dict[str, str], api: str) -> dict:
-        host = urlsplit(self.gateway_url).netloc or self.gateway_url
-        env = self.__dict__.get("_env")
-        if env is None:
-            env = self._env = self._environment()
-        # The form encoded here, as requests would (UTF-8, quote_plus): handing requests bytes
-        # spares it a dozen runtime Protocol checks per call.
-        body = urlencode(form).encode("ascii")
+        body = urlencode(form).encode("ascii")  # UTF-8, quote_plus: as the gateways read forms
         try:
-            with self._session_lock:  # the prefetch thread and the engine may both call
-                resp = self.session.post(self.gateway_url, data=body, timeout=self.timeout,
-                                         headers=_FORM_HEADERS, **env)
-        except (requests.ConnectTimeout, requests.ConnectionError) as exc:
-            raise PlatformError("network", f"无法连接{self.label}接口（{host}）：{type(exc).__name__}，请检查网络",
+            status, content = self.http.post(self.gateway_url, body, _FORM_HEADERS, self.timeout)
+        except TransportError as exc:
+            host = urlsplit(self.gateway_url).netloc or self.gateway_url
+            if exc.kind == "connect":
+                raise PlatformError("network", f"无法连接{self.label}接口（{host}）：{exc.detail}，请检查网络",
+                                    kind="network") from exc
+            if exc.kind == "timeout":
+                raise PlatformError("timeout", f"{self.label}接口 {api} 超过 {self.timeout:g} 秒未响应，稍后重试",
+                                    kind="server") from exc
+            raise PlatformError("network", f"调用{self.label}接口 {api} 失败：{exc.detail}",
                                 kind="network") from exc
-        except requests.Timeout as exc:
-            raise PlatformError("timeout", f"{self.label}接口 {api} 超过 {self.timeout:g} 秒未响应，稍后重试",
-                                kind="server") from exc
-        except requests.RequestException as exc:
-            raise PlatformError("network", f"调用{self.label}接口 {api} 失败：{type(exc).__name__}",
-                                kind="network") from exc
-        if resp.status_code >= 500:
-            raise PlatformError(f"http_{resp.status_code}",
-                                f"{self.label}接口服务器错误（HTTP {resp.status_code}），稍后重试", kind="server")
+        if status >= 500:
+            raise PlatformError(f"http_{status}",
+                                f"{self.label}接口服务器错误（HTTP {status}），稍后重试", kind="server")
         try:
-            payload = loads(resp.content)
+            payload = loads(content)
         except (ValueError, UnicodeDecodeError) as exc:
-            if resp.status_code >= 400:
-                raise PlatformError(f"http_{resp.status_code}",
-                                    f"{self.label}接口拒绝了请求（HTTP {resp.status_code}），请检查网关地址",
+            if status >= 400:
+                raise PlatformError(f"http_{status}",
+                                    f"{self.label}接口拒绝了请求（HTTP {status}），请检查网关地址",
                                     kind="bad_request") from exc
             raise PlatformError("bad_response", f"{self.label}接口 {api} 返回的内容不是 JSON，请检查网关地址",
                                 kind="server") from exc
         if not isinstance(payload, dict):
             raise PlatformError("bad_response", f"{self.label}接口 {api} 返回的内容格式异常", kind="server")
         self._check_error(payload, api)
-        if resp.status_code >= 400:
-            raise PlatformError(f"http_{resp.status_code}",
-                                f"{self.label}接口拒绝了请求（HTTP {resp.status_code}），请检查网关地址",
+        if status >= 400:
+            raise PlatformError(f"http_{status}",
+                                f"{self.label}接口拒绝了请求（HTTP {status}），请检查网关地址",
                                 kind="bad_request")
         return payload
-
-    def _environment(self) -> dict:
-        """Proxies and CA bundle from the environment (HTTPS_PROXY, NO_PROXY,
-        REQUESTS_CA_BUNDLE, …), resolved once per client instead of on every call
-        (``requests`` re-reads the environment per request while ``trust_env`` is on),
-        then passed explicitly; the session keeps its pooled keep-alive connection."""
-        session = self.session
-        if not getattr(session, "trust_env", False):
-            return {}
-        settings = session.merge_environment_settings(self.gateway_url, {}, None, None, None)
-        session.trust_env = False
-        return {"proxies": settings.get("proxies") or {}, "verify": settings.get("verify", True)}
 
     def _missing(self, api: str, key: str) -> PlatformError:
         return PlatformError("bad_response", f"{self.label}接口 {api} 的返回缺少 {key}", kind="server")
