@@ -374,25 +374,25 @@ def clear_locks(shop_ids) -> None:
 # (d) parse only: the engine's windows and pages, nothing applied
 # =====================================================================================
 def fetch_all(shop_ids) -> dict:
-    import requests
-
     from app.extensions import db
     from app.models import Shop
     from app.models.types import utcnow
     from app.platforms import client_for
     from app.services.sync import _first_start
 
-    class CountingSession(requests.Session):
+    from app.platforms.http import FormTransport
+
+    class CountingTransport(FormTransport):
         calls = 0
 
         def post(self, *a, **kw):
-            CountingSession.calls += 1
+            CountingTransport.calls += 1
             return super().post(*a, **kw)
 
     out = {"orders": {}, "calls": 0, "windows": 0, "pages": 0, "fetched": 0}
     for sid in shop_ids:
         shop = db.session.get(Shop, sid)
-        client = client_for(shop, session=CountingSession())
+        client = client_for(shop, http=CountingTransport())
         now = utcnow()
         start, end_limit = _first_start(shop, now), now - client.safety_lag
         while start < end_limit:  # as sync._sync_locked walks a first sync
@@ -405,7 +405,7 @@ def fetch_all(shop_ids) -> dict:
             out["windows"] += 1
             start = end
     db.session.remove()
-    out["calls"] = CountingSession.calls
+    out["calls"] = CountingTransport.calls
     return out
 
 

@@ -325,8 +325,8 @@ def test_two_shops_synced_at_once_with_the_same_new_buyer_both_succeed(pg_url, t
     written, release = threading.Event(), threading.Event()
     write_new = sync._write_new
 
-    def held_write(plans):  # shop A's page stays uncommitted, its new customer inserted
-        write_new(plans)
+    def held_write(plans, keys):  # shop A's page stays uncommitted, its new customer inserted
+        write_new(plans, keys)
         if threading.current_thread().name == "sync-A":
             written.set()
             release.wait(10)

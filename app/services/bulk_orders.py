@@ -378,9 +378,10 @@ class BulkWriter:
             self._formatting = self.raw.cursor()  # adapts values to COPY data; never executes
 
     # --- before the first batch: every customer the new orders name, in one query per 5,000 --
-    def key_of(self, draft, phone) -> Optional[str]:
-        """The customer key of a draft's receiver phone, remembered for :meth:`_plan`."""
-        h = self._hash[id(draft)] = phone_hash(phone)
+    def key_of(self, draft, phone, key=_UNKNOWN) -> Optional[str]:
+        """The customer key of a draft's receiver phone (``key``: already computed by the
+        caller), remembered for :meth:`_plan`."""
+        h = self._hash[id(draft)] = phone_hash(phone) if key is _UNKNOWN else key
         return h
 
     def load_customers_by_hash(self, hashes: Iterable, conn=None) -> None:

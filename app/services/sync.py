@@ -447,10 +447,11 @@ def lock_customers(keys) -> None:
         "SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(%s::int[]) AS k", (_CUSTOMER_LOCKS, ids))
 
 
-def _write_new(plans: list) -> None:
+def _write_new(plans: list, keys: dict) -> None:
+    """``keys``: id(plan) → the customer key (phone hash) of its receiver phone."""
     writer = bulk_orders.BulkWriter(user_id=None, source="sync", threaded=False)
     try:
-        writer.load_customers_by_hash([writer.key_of(p.draft, p.order["receiver_phone"]) for p in plans])
+        writer.load_customers_by_hash([writer.key_of(p.draft, None, keys[id(p)]) for p in plans])
         writer.submit(plans)
         writer.finish()
     finally:
@@ -464,21 +465,22 @@ def _create_new(shop: Shop, items: list, ctx: RunContext) -> None:
     plans: list = []
     skus = ctx.skus(shop.id)
     planned = [(po, plan_new(shop, po, digest, skus, ctx.max_text)) for po, digest in items]
-    lock_customers(orders.phone_hash(p.order["receiver_phone"]) for _po, p in planned)
+    keys = {id(p): orders.phone_hash(p.order["receiver_phone"]) for _po, p in planned}
+    lock_customers(keys.values())
     for po, p in planned:
         if p.ships and any(ln["sku_id"] for ln in p.lines):
             if stocked is None:
                 stocked = _stocked_skus()
             if any(ln["sku_id"] in stocked for ln in p.lines):
                 if plans:
-                    _write_new(plans)
+                    _write_new(plans, keys)
                     plans = []
                 apply_platform_order(shop, po, ctx.orm_skus(shop.id), None)
                 db.session.flush()
                 continue
         plans.append(p)
     if plans:
-        _write_new(plans)
+        _write_new(plans, keys)
 
 
 def _update_changed(shop: Shop, items: list, ctx: RunContext) -> None:
