@@ -1,6 +1,8 @@
 """Security manager: FAB's, with the user's row scope (shops) editable in the zh UI."""
 from __future__ import annotations
 
+import time
+
 from flask_appbuilder.fields import QuerySelectMultipleField
 from flask_appbuilder.fieldwidgets import Select2ManyWidget
 from flask_appbuilder.security.sqla.manager import SecurityManager
@@ -93,8 +95,6 @@ class OmsSecurityManager(SecurityManager):
     _permission_cache: dict = {}
 
     def _cached(self, key, compute):
-        import time
-
         from flask import current_app
 
         ttl = float(current_app.config.get("OMS_PERMISSION_CACHE_SECONDS", 0) or 0)

@@ -31,6 +31,9 @@ TRADE_FIELDS = ",".join([
     "has_buyer_message", *(f"orders.{name}" for name in _ORDER_FIELDS),
 ])
 FULLINFO_FIELDS = TRADE_FIELDS + ",tid_str,buyer_message,seller_memo"
+# What a listed trade with a buyer message still needs from fullinfo: a small answer
+# instead of the whole trade again.
+MESSAGE_FIELDS = "tid,buyer_message,seller_memo"
 
 STATUS_MAP = {
     "WAIT_BUYER_PAY": "pending_payment", "TRADE_NO_CREATE_PAY": "pending_payment", "PAY_PENDING": "pending_payment",
@@ -129,13 +132,13 @@ class TaobaoClient(GatewayClient):
     def _with_messages(self, trade: dict) -> PlatformOrder:
         order = parse_trade(trade)
         if trade.get("has_buyer_message") in (True, "true"):
-            full = self._fullinfo(order.platform_order_id)
+            full = self._fullinfo(order.platform_order_id, MESSAGE_FIELDS)
             order.buyer_message = text(full.get("buyer_message"))
             order.seller_memo = text(full.get("seller_memo"))
         return order
 
-    def _fullinfo(self, tid: str) -> dict:
-        body = self.call("taobao.trade.fullinfo.get", {"fields": FULLINFO_FIELDS, "tid": tid})
+    def _fullinfo(self, tid: str, fields: str = FULLINFO_FIELDS) -> dict:
+        body = self.call("taobao.trade.fullinfo.get", {"fields": fields, "tid": tid})
         trade = body.get("trade")
         if not isinstance(trade, dict):
             raise PlatformError("not_found", f"淘宝订单 {tid} 不存在或无权查看", kind="bad_request")

@@ -14,6 +14,7 @@ export; a PII column without reveal is shown masked and is read-only.
 """
 from __future__ import annotations
 
+import time
 from typing import Iterable
 
 from flask import has_request_context, request
@@ -62,8 +63,6 @@ def grant_for_user(user) -> ColumnGrant:
     """The user's column grant, from their roles' ColumnScope permissions. Reused per
     process for OMS_PERMISSION_CACHE_SECONDS per set of roles (as app/security.py
     does for FAB's permission checks)."""
-    import time
-
     from flask import current_app
 
     from app.extensions import appbuilder
