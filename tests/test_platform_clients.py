@@ -281,6 +281,41 @@ def test_taobao_paid_forbid_consign_is_a_platform_lock():
     assert (order.status, order.hold_reason) == ("to_audit", "platform_locked")
 
 
+def test_taobao_message_lookups_of_a_page_are_made_concurrently():
+    """A page parsed at once asks for its trades' messages several at a time: each fake
+    fullinfo answer waits until another call is in flight too (one at a time would time
+    out here), and every message lands on its own order. One failing lookup fails the page."""
+    import threading
+
+    client = taobao_client()
+    barrier = threading.Barrier(2, timeout=5)
+
+    def fullinfo(form):
+        barrier.wait()  # returns only once two calls are in flight at the same time
+        tid = int(form["tid"])
+        if tid == 1099:
+            return top_error(15, "Remote service error", "isv.trade-not-exist", "交易不存在")
+        return {"trade_fullinfo_get_response": {"trade": {"tid": tid, "buyer_message": f"留言{tid}"}}}
+
+    trades = [tb_trade(1000 + i, has_buyer_message=True) for i in range(4)] + [tb_trade(1010)]
+    gw = mount(client, top_gateway(increment_routes({1: trades}, total=5,
+                                                    **{"taobao.trade.fullinfo.get": fullinfo})))
+    try:
+        [page] = list(client.fetch_changed(*WINDOW))
+        assert [o.buyer_message for o in page.orders] == ["留言1000", "留言1001", "留言1002", "留言1003", None]
+        assert sorted(c["tid"] for c in gw.calls if c["method"] == "taobao.trade.fullinfo.get") == \
+            ["1000", "1001", "1002", "1003"]
+
+        trades = [tb_trade(1098, has_buyer_message=True), tb_trade(1099, has_buyer_message=True)]
+        mount(client, top_gateway(increment_routes({1: trades}, total=2,
+                                                   **{"taobao.trade.fullinfo.get": fullinfo})))
+        with pytest.raises(PlatformError) as info:
+            list(client.fetch_changed(*WINDOW))
+        assert info.value.sub_code == "isv.trade-not-exist"
+    finally:
+        client.close()
+
+
 def test_taobao_fetch_order_uses_fullinfo():
     client = taobao_client()
     routes = {"taobao.trade.fullinfo.get": lambda form: {"trade_fullinfo_get_response": {

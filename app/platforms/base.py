@@ -144,6 +144,10 @@ class PlatformClient(abc.ABC):
         # retrying retryable PlatformErrors as it sees fit (the sync engine's backoff).
         self.call_policy = None
 
+    def close(self) -> None:
+        """Releases the client's connections (and threads); it may be used again after."""
+        self.http.close()
+
     @abc.abstractmethod
     def fetch_changed(self, start: dt.datetime, end: dt.datetime, page_size: int = 100) -> Iterator[Page]:
         """Orders modified in [start, end) (aware datetimes, end - start <= max_window),

@@ -749,7 +749,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
         bulk_orders.short_switch.__exit__(None, None, None)
         if own_client:
             with contextlib.suppress(Exception):
-                client.http.close()  # its kept-alive gateway connection
+                client.close()  # its kept-alive gateway connection
     run.retries = retries["n"]
     run.finished_at = utcnow()
     db.session.commit()
