@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from typing import Any, Iterator, Optional
+from urllib.parse import urlsplit
 
 from . import signing
 from .base import Page, PlatformError, PlatformLine, PlatformOrder
@@ -77,6 +78,8 @@ class TaobaoClient(GatewayClient):
         if sign_method not in signing.TOP_SIGN_METHODS:
             raise ValueError(f"sign_method must be one of {signing.TOP_SIGN_METHODS}")
         self.sign_method = sign_method
+        local = urlsplit(self.gateway_url).hostname in ("127.0.0.1", "localhost", "::1")
+        self.message_calls = 1 if local else self.MESSAGE_CALLS
         self._message_pool = None
         self._messages: dict = {}  # tid → fullinfo fields, prefetched for the page being parsed
 
@@ -138,18 +141,21 @@ class TaobaoClient(GatewayClient):
 
     # A listed trade with a buyer message costs one fullinfo call (the listing has no
     # message text): for a page parsed at once they are made MESSAGE_CALLS at a time, so a
-    # first sync waits for one round trip per MESSAGE_CALLS orders, not per order.
+    # first sync waits for one round trip per MESSAGE_CALLS orders, not per order. Not for
+    # a gateway on this machine (the sandbox): it answers in well under a millisecond, so
+    # overlapping buys nothing, and the extra threads only contend for the GIL (measured:
+    # about 1 ms of CPU per call with the sandbox, bench/RESULTS.md).
     MESSAGE_CALLS = 4
 
     def _prefetch_messages(self, trades: list) -> None:
         tids = [tid for t in trades if isinstance(t, dict) and t.get("has_buyer_message") in (True, "true")
                 for tid in (trade_id(t),) if tid]
-        if len(tids) < 2:
+        if len(tids) < 2 or self.message_calls < 2:
             return
         if self._message_pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._message_pool = ThreadPoolExecutor(max_workers=self.MESSAGE_CALLS,
+            self._message_pool = ThreadPoolExecutor(max_workers=self.message_calls,
                                                     thread_name_prefix="oms-taobao-messages")
         futures = {tid: self._message_pool.submit(self._fullinfo, tid, MESSAGE_FIELDS) for tid in tids}
         try:
