@@ -70,11 +70,10 @@ class Order(Model):
         Index("ix_order_updated", "updated_at"),
         # Sparse columns get partial indexes (migration 0015): a new order (not held, no
         # write-back, no tracking number, not split) adds no entry to them, and they stay
-        # small. Each predicate is implied by the queries that use it: 异常 by
-        # ``is_held IS true`` (order_grid), write-back jobs and exceptions by
+        # small. Each predicate is implied by the queries that use it: 异常 by the bare
+        # ``is_held`` (order_grid; not ``IS true``, which PostgreSQL cannot match), write-back jobs and exceptions by
         # ``writeback_status = 'pending' / 'failed'``, lookups by ``= value``.
-        Index("ix_order_held", "paid_at", "id", postgresql_where=text("is_held IS TRUE"),
-              sqlite_where=text("is_held IS 1")),
+        Index("ix_order_held", "paid_at", "id", postgresql_where=text("is_held"), sqlite_where=text("is_held")),
         Index("ix_order_writeback", "writeback_status",
               postgresql_where=text("writeback_status IN ('pending', 'failed')"),
               sqlite_where=text("writeback_status IS NOT NULL")),  # SQLite proves only IS NOT NULL

@@ -25,7 +25,10 @@ _HOLDABLE_TABS = {"to_audit", "to_ship"}
 
 def tab_filter(stmt, tab: str):
     if tab == "held":
-        return stmt.where(Order.is_held.is_(True), Order.status != "closed")
+        # the bare column, as the partial index ix_order_held is defined (``WHERE is_held``):
+        # PostgreSQL proves that predicate from ``is_held`` or ``is_held = true``, not from
+        # ``is_held IS true``
+        return stmt.where(Order.is_held, Order.status != "closed")
     if tab not in STATUS_ZH:
         raise ValidationError(f"没有这个状态页签：{tab}", "tab")
     stmt = stmt.where(Order.status == tab)

@@ -19,7 +19,9 @@ depends_on = None
 
 # name → (columns, PostgreSQL predicate, SQLite predicate)
 PARTIAL = {
-    'ix_order_held': (['paid_at', 'id'], "is_held IS TRUE", "is_held IS 1"),
+    # The bare column: PostgreSQL proves it from ``is_held`` or ``is_held = true`` (what the
+    # 异常 tab writes), not from ``is_held IS TRUE``.
+    'ix_order_held': (['paid_at', 'id'], "is_held", "is_held"),
     'ix_order_writeback': (['writeback_status'], "writeback_status IN ('pending', 'failed')",
                            "writeback_status IS NOT NULL"),
     'ix_oms_order_tracking_number': (['tracking_number'], "tracking_number IS NOT NULL",
