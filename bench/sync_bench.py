@@ -315,7 +315,8 @@ def start_sandbox(args):
     return proc, json.loads(line)
 
 
-def stop_sandbox(proc) -> None:
+def stop_child(proc) -> None:
+    """Ends a child (the sandbox, a worker) that runs until its stdin closes."""
     try:
         proc.stdin.close()
         proc.wait(timeout=15)
@@ -689,12 +690,7 @@ class Workers:
 
     def close(self) -> None:
         for proc in self.procs:
-            try:
-                proc.stdin.close()
-                proc.wait(timeout=15)
-            except Exception:
-                proc.kill()  # only our own child, by its handle
-                proc.wait(timeout=5)
+            stop_child(proc)
 
 
 def measure_parallel(meter, workers: "Workers", shop_ids: list):
@@ -1137,7 +1133,7 @@ def main(argv=None) -> int:
             Path(args.json).write_text(json.dumps(results, indent=1, default=str, ensure_ascii=False))
     finally:
         if proc is not None:
-            stop_sandbox(proc)
+            stop_child(proc)
         try:
             from app.extensions import db
 
