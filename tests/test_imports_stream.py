@@ -186,3 +186,48 @@ def test_streamed_import_on_postgresql(pg_url, tmp_path, monkeypatch):
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+def test_a_buyer_committed_by_another_writer_meanwhile_is_found_on_a_retry(pg_url, tmp_path, monkeypatch):
+    """PostgreSQL, streamed: right after the import looked the sheet's buyer up (not there),
+    another transaction (a sync, another import) commits that buyer. The import's insert
+    then meets oms_customer's unique phone hash for real; it is rolled back whole and run
+    again from the file, which finds the buyer: no error for the user, nothing twice."""
+    import sqlalchemy as sa
+    from flask_migrate import upgrade
+
+    from app.services import orders, setup
+    from app.services.imports import bulk as import_bulk
+    from tests.test_imports_bulk import _dispose
+
+    app = make_app(tmp_path / "unused.db", SQLALCHEMY_DATABASE_URI=pg_url)
+    phone = "13911112222"
+    path = write_xlsx(tmp_path / "orders.xlsx", sheet(5, "R", {k: {"phone": phone} for k in range(5)}))
+    lookups = []
+    load = import_bulk.Creator.load_customers_by_hash
+
+    def load_then_someone_commits_the_buyer(self, hashes, conn=None):
+        load(self, hashes, conn)
+        lookups.append(set(hashes))
+        if len(lookups) == 1:  # the first attempt only: the other writer commits now
+            other = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+            with other.begin() as c:
+                c.execute(sa.text("INSERT INTO oms_customer (phone_hash, order_count, total_spent, created_at)"
+                                  " VALUES (:h, 0, 0, now())"), {"h": orders.phone_hash(phone)})
+            other.dispose()
+
+    monkeypatch.setattr(import_bulk.Creator, "load_customers_by_hash", load_then_someone_commits_the_buyer)
+    try:
+        with app.app_context():
+            upgrade()
+            setup.initialise(admin_password=world.ADMIN_PASSWORD)
+            world.build()
+            res = run_import([path])
+            assert (res.created, res.failed_rows) == (5, 0)
+            assert len(lookups) >= 2  # the import ran again
+            [customer] = db.session.scalars(select(Customer).where(Customer.phone_hash == orders.phone_hash(phone)))
+            assert customer.order_count == 5
+            assert db.session.scalar(select(func.count()).select_from(Order).where(
+                Order.platform_order_id.like("R%"), Order.customer_id == customer.id)) == 5
+    finally:
+        _dispose(app)

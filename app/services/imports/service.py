@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,21 +192,31 @@ def _gc_paused():
             gc.enable()
 
 
+# An import that meets a row another transaction committed meanwhile (a sync or another
+# import bringing the same new buyer: oms_customer's unique phone hash) is rolled back whole
+# and run again from the files; the second run finds that row. The import is idempotent,
+# so a retry never duplicates anything.
+CONFLICT_RETRIES = 2
+
+
 def _run_import(files, *, profile_names, mappings, shop, valid_only, user_id, create_shop, progress, report_dir,
                 bulk) -> ImportResult:
-    parsers = open_sheets(files, profile_names=profile_names, mappings=mappings)
-    sheets = [p.parsed for p in parsers]
-    scope = as_user(user_id) if user_id is not None else contextlib.nullcontext()
-    with scope:
-        try:
-            result = _run(parsers, shop=(shop or "").strip() or None, valid_only=valid_only, user_id=user_id,
-                          create_shop=create_shop, progress=progress, bulk=bulk)
-        except IntegrityError:
-            db.session.rollback()
-            raise ImportFileError("另一个导入正在写入相同的数据，本次未导入任何数据，请稍后重试") from None
-        except BaseException:
-            db.session.rollback()
-            raise
+    for attempt in range(CONFLICT_RETRIES + 1):
+        parsers = open_sheets(files, profile_names=profile_names, mappings=mappings)
+        sheets = [p.parsed for p in parsers]
+        with as_user(user_id) if user_id is not None else contextlib.nullcontext():
+            try:
+                result = _run(parsers, shop=(shop or "").strip() or None, valid_only=valid_only, user_id=user_id,
+                              create_shop=create_shop, progress=progress, bulk=bulk)
+                break
+            except IntegrityError:
+                db.session.rollback()
+                if attempt == CONFLICT_RETRIES:
+                    raise ImportFileError("另一个导入正在写入相同的数据，本次未导入任何数据，请稍后重试") from None
+                time.sleep(0.2 * (attempt + 1))
+            except BaseException:
+                db.session.rollback()
+                raise
     if result.issues:
         directory = Path(report_dir or Path(current_app.config["OMS_INSTANCE_DIR"]) / "imports")
         name = f"导入错误报告-{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}.xlsx"
