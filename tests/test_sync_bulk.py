@@ -358,3 +358,53 @@ def test_two_shops_synced_at_once_with_the_same_new_buyer_both_succeed(pg_url, t
             assert customer.order_count == 2
     finally:
         _dispose(app)
+
+
+def test_a_buyer_an_import_commits_meanwhile_is_found_when_the_batch_is_applied_again(pg_url, tmp_path,
+                                                                                     monkeypatch):
+    """PostgreSQL: right after the sync looked a new buyer up (not there), another writer
+    that does not take the sync's customer locks (an import) commits that buyer. The batch
+    meets oms_customer's unique phone hash for real, is rolled back to its savepoint and
+    applied again, and finds the buyer: the run succeeds and nothing is written twice."""
+    from flask_migrate import upgrade
+
+    from app.extensions import db
+    from app.models import Customer, Order, Shop
+    from app.services import bulk_orders, orders, setup, sync
+
+    app = make_app(tmp_path / "unused.db", SQLALCHEMY_DATABASE_URI=pg_url)
+    phone = "13755556666"
+    lookups = []
+    load = bulk_orders.BulkWriter.load_customers_by_hash
+
+    def load_then_an_import_commits_the_buyer(self, hashes, conn=None):
+        hashes = list(hashes)
+        load(self, hashes, conn)
+        lookups.append(hashes)
+        if len(lookups) == 1:
+            other = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+            with other.begin() as c:
+                c.execute(sa.text("INSERT INTO oms_customer (phone_hash, order_count, total_spent, created_at)"
+                                  " VALUES (:h, 0, 0, now())"), {"h": orders.phone_hash(phone)})
+            other.dispose()
+
+    monkeypatch.setattr(bulk_orders.BulkWriter, "load_customers_by_hash", load_then_an_import_commits_the_buyer)
+    try:
+        with app.app_context():
+            upgrade()
+            setup.initialise(admin_password=world.ADMIN_PASSWORD)
+            world.build()
+            shop = db.session.scalar(select(Shop).where(Shop.name == "A店-淘宝"))
+            shop.app_key, shop.sync_checkpoint, shop.backfill_days = "scripted", None, 1
+            db.session.commit()
+            redis.Redis.from_url(TEST_REDIS_URL).delete(f"oms:sync:shop:{shop.id}")
+            run = sync.sync_shop(shop.id, now=NOW, client=ScriptedClient(
+                [po(f"CI{k}", receiver_phone=phone) for k in range(3)]))
+            assert (run.status, run.error, run.created) == ("success", None, 3)
+            assert len(lookups) >= 2  # the batch was applied again
+            [customer] = db.session.scalars(select(Customer).where(Customer.phone_hash == orders.phone_hash(phone)))
+            assert customer.order_count == 3
+            assert db.session.scalar(select(sa.func.count()).select_from(Order).where(
+                Order.shop_id == shop.id, Order.platform_order_id.like("CI%"))) == 3
+    finally:
+        _dispose(app)

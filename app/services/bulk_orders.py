@@ -251,6 +251,16 @@ def prepare(draft, shop, skus: dict, carrier_id: Optional[int], max_text: int) -
     return p
 
 
+def is_unique_conflict(exc: BaseException) -> bool:
+    """A unique-key violation, raised through SQLAlchemy (IntegrityError) or by a raw COPY
+    of the writer (psycopg's UniqueViolation): another transaction committed the same key
+    meanwhile, and running the work again will find that row."""
+    orig = getattr(exc, "orig", None) if isinstance(exc, sa.exc.IntegrityError) else exc
+    if getattr(orig, "sqlstate", None) == "23505":
+        return True
+    return isinstance(exc, sa.exc.IntegrityError) and "UNIQUE constraint failed" in str(orig)  # SQLite
+
+
 # --- looking up -------------------------------------------------------------------------
 LOOKUP_CHUNK = 5000  # ids per IN (…) on SQLite
 

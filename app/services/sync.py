@@ -552,6 +552,26 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
     return counts
 
 
+CONFLICT_RETRIES = 2
+
+
+def _apply_batch(shop: Shop, listed: list, ctx: RunContext, bulk: bool) -> dict:
+    """``apply_page`` in a SAVEPOINT. A batch that meets a row another writer committed
+    meanwhile (an import bringing the same new buyer: oms_customer's unique phone hash; two
+    syncs are kept apart by ``lock_customers``) is rolled back to it and applied again,
+    which then finds that row, instead of failing the run."""
+    for attempt in range(CONFLICT_RETRIES + 1):
+        try:
+            with db.session.begin_nested():
+                return apply_page(shop, listed, ctx, bulk=bulk)
+        except Exception as exc:
+            if attempt == CONFLICT_RETRIES or not bulk_orders.is_unique_conflict(exc):
+                raise
+            ctx.page_done()  # ORM SKUs loaded inside the rolled-back part: load them again
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 # --- the run ------------------------------------------------------------------
 def _call_with_retries(fn, retries: dict, sleep=time.sleep):
     """``fn()`` retried with backoff; ``retries["n"]`` counts the retries (a plain dict: the
@@ -686,7 +706,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
             run.retries = retries["n"]
             pages = [page for _i, window_pages in got for page in window_pages]
             listed = [po for page in pages for po in page.orders]
-            counts = apply_page(shop, listed, ctx, bulk=bulk) if listed else dict.fromkeys(tally, 0)
+            counts = _apply_batch(shop, listed, ctx, bulk) if listed else dict.fromkeys(tally, 0)
             if listed:
                 client.defer_parsing = counts["unchanged"] * 2 > len(listed)
             # Counters once per batch, not per order (each change would flush the run row),

@@ -209,13 +209,14 @@ def _run_import(files, *, profile_names, mappings, shop, valid_only, user_id, cr
                 result = _run(parsers, shop=(shop or "").strip() or None, valid_only=valid_only, user_id=user_id,
                               create_shop=create_shop, progress=progress, bulk=bulk)
                 break
-            except IntegrityError:
+            except BaseException as exc:
                 db.session.rollback()
-                if attempt == CONFLICT_RETRIES:
+                conflict = bulk_orders.is_unique_conflict(exc)  # through SQLAlchemy or a raw COPY
+                if conflict and attempt < CONFLICT_RETRIES:
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                if conflict or isinstance(exc, IntegrityError):
                     raise ImportFileError("另一个导入正在写入相同的数据，本次未导入任何数据，请稍后重试") from None
-                time.sleep(0.2 * (attempt + 1))
-            except BaseException:
-                db.session.rollback()
                 raise
     if result.issues:
         directory = Path(report_dir or Path(current_app.config["OMS_INSTANCE_DIR"]) / "imports")
