@@ -569,3 +569,66 @@ def test_a_changed_order_is_served_changed_not_from_the_cached_text(state, call,
     assert changed["receiver_address"] == "新地址 9 号" and changed["modified"] == bj(clock())
     state.clear_fragments()
     assert listed() == [changed]
+
+
+def test_gateway_form_posts_skip_the_wsgi_layer_and_answer_as_through_it(state, call, clock, monkeypatch):
+    """A form POST to a gateway path is answered by the handler's fast path (no Flask
+    request, so ``_params`` is not called), with the same answer as the same call made
+    through Flask (GET), success and error alike; parameters split between the query
+    string and the form are merged as Flask's path merges them."""
+    from app.sandbox import server
+
+    through_flask = []
+    real_params = server._params
+    monkeypatch.setattr(server, "_params", lambda: through_flask.append(1) or real_params())
+    state.seed_orders(TB, 7, T0 - 3600, T0 - 60)
+    biz = {"fields": "tid,status,payment,orders.outer_sku_id", "start_modified": bj(T0 - 7200),
+           "end_modified": bj(T0), "page_size": 5}
+
+    def body(r):
+        data = r.json()
+        for v in data.values():
+            v.pop("request_id", None)
+        return data
+
+    fast = call.top(TB, "taobao.trades.sold.increment.get", **biz)
+    assert fast.status_code == 200 and not through_flask
+    slow = call.top(TB, "taobao.trades.sold.increment.get", http="get", **biz)
+    assert slow.status_code == 200 and through_flask == [1]
+    assert body(fast) == body(slow)
+    assert body(fast)["trades_sold_increment_get_response"]["total_results"] == 7
+    assert len(body(fast)["trades_sold_increment_get_response"]["trades"]["trade"]) == 5
+
+    bad_fast = call.top(TB, "taobao.trades.sold.increment.get", secret="wrong", **biz)
+    bad_slow = call.top(TB, "taobao.trades.sold.increment.get", secret="wrong", http="get", **biz)
+    assert bad_fast.status_code == bad_slow.status_code
+    assert body(bad_fast) == body(bad_slow) and body(bad_fast)["error_response"]["code"] == 25
+    assert through_flask == [1, 1]  # the GET only
+
+    signed = top_signed({"method": "taobao.trades.sold.increment.get", "app_key": TB.app_key,
+                         "session": TB.access_token, "timestamp": bj(clock()), "format": "json", "v": "2.0",
+                         "sign_method": "md5", **{k: str(v) for k, v in biz.items()}}, TB.app_secret)
+    query = {k: signed[k] for k in ("method", "app_key", "sign")}
+    form = {k: v for k, v in signed.items() if k not in query}
+    split = requests.post(f"{call.base}/router/rest", params=query, data=form)
+    assert split.status_code == 200 and body(split) == body(fast) and through_flask == [1, 1]
+
+
+def test_message_lookup_serves_the_same_fields_as_the_whole_trade(state, call, clock):
+    """``top_notes`` (the fast answer to fullinfo with message fields only) equals the whole
+    trade filtered to those fields, for orders with and without message or memo."""
+    from app.sandbox import server
+
+    state.seed_orders(TB, 40, T0 - 3600, T0 - 60)
+    book = state.book(TB)
+    book.orders[next(iter(book.orders))].memo = "改地址"
+    seen = set()
+    for o in book.orders.values():
+        whole = server.top_trade(state, TB, o, full=True)
+        for fields in ({"tid", "buyer_message", "seller_memo"}, {"tid_str", "seller_memo"}, {"buyer_message"}):
+            assert server._top_filter(server.top_notes(o), fields) == server._top_filter(whole, fields)
+        seen.add((bool(o.message), bool(o.memo)))
+    assert (True, False) in seen and (False, False) in seen and any(memo for _m, memo in seen)
+    o = next(o for o in book.orders.values() if o.message)
+    r = call.top(TB, "taobao.trade.fullinfo.get", tid=o.tid, fields="tid,buyer_message,seller_memo")
+    assert r.json()["trade_fullinfo_get_response"]["trade"]["buyer_message"] == o.message
