@@ -33,10 +33,13 @@ def drop_database(pg_url: str, name: str) -> None:
 
 
 def build_app(db_url: str, redis_url: str):
-    """The app on ``db_url`` as tests/conftest.py's make_app builds it, on psycopg 3."""
+    """The app on ``db_url`` as tests/conftest.py's make_app builds it, on psycopg 3, with
+    production's permission cache: the tests turn it off (they edit roles and check the
+    effect at once), a benchmark measures what a deployed process does."""
     import config
     from app import create_app
 
     return create_app(config.TestConfig, SQLALCHEMY_DATABASE_URI=db_url.replace("postgresql://",
                                                                                  "postgresql+psycopg://", 1),
-                      REDIS_URL=redis_url, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False)
+                      REDIS_URL=redis_url, WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False,
+                      OMS_PERMISSION_CACHE_SECONDS=config.Config.OMS_PERMISSION_CACHE_SECONDS)

@@ -42,3 +42,39 @@ def test_permission_and_column_grant_are_cached_then_refreshed(db_path, monkeypa
     keys = {c["key"] for c in client.get("/api/v1/order/grid/meta").json["columns"]}
     assert "cost_amount" in keys
     assert client.get("/api/v1/shop/grid/meta").status_code == 200
+
+
+def test_a_grid_page_runs_two_statements_once_permissions_are_cached(db_path):
+    """With the cache warm, a grid page request reads its user (with roles, groups' roles
+    and shops, in one statement) and its rows: no permission or lazy-load queries. The
+    rows are still scoped to the user's shops and the roles still apply."""
+    from sqlalchemy import event
+
+    app = make_app(db_path, OMS_PERMISSION_CACHE_SECONDS=30)
+    from app.extensions import db
+
+    client = app.test_client()
+    assert client.post("/login/", data={"username": "cs_b", "password": world.PASSWORD}).status_code == 302
+    url = "/api/v1/order/grid/rows?size=50"
+    assert client.get(url).status_code == 200  # warms the caches
+    statements = []
+    with app.app_context():
+        engine = db.engine
+    listen = lambda conn, cursor, statement, *a: statements.append(statement)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listen)
+    try:
+        resp = client.get(url)
+    finally:
+        event.remove(engine, "before_cursor_execute", listen)
+    assert resp.status_code == 200
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 2, selects
+    assert "ab_user_role" in selects[0] and "oms_user_shop" in selects[0] and "ab_user_group" in selects[0]
+    assert "FROM oms_order" in selects[1]
+    with app.app_context():
+        from app.models import OmsUser, Order
+
+        user = db.session.execute(db.select(OmsUser).filter_by(username="cs_b")).scalar_one()
+        allowed = {s.id for s in user.shops}
+        shops = {db.session.get(Order, row["id"]).shop_id for row in resp.json["rows"]}
+    assert resp.json["rows"] and shops <= allowed and len(allowed) < 3

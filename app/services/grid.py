@@ -460,7 +460,7 @@ def page(spec: GridSpec, filters: Mapping, *, sort: Optional[str] = None, after:
     stmt = stmt.limit(size + 1)
     if key != "id" and key not in {c.key for c in cols}:
         stmt = stmt.add_columns(sort_attr.label("__sort"))
-    result = db.session.execute(stmt).all()
+    result = db.session.execute(stmt).all()  # the session's: its row scope (scope.py) applies
     more = len(result) > size
     result = result[:size]
     rows = present_rows(spec, cols, result)
@@ -488,12 +488,19 @@ def present_rows(spec: GridSpec, cols: list[GridColumn], result) -> list[dict]:
     return out
 
 
+_UTC = dt.timezone.utc
+_CN = dt.timedelta(hours=8)
+_CN_FIXED = dt.datetime(1992, 1, 1, tzinfo=_UTC)  # Asia/Shanghai has been UTC+8 all year since 1991
+
+
 def json_value(col: GridColumn, value):
     if value is None:
         return None
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
+            value = value.replace(tzinfo=_UTC)
+        if value.tzinfo is _UTC and value >= _CN_FIXED:  # the common case, without the tz database
+            return (value + _CN).isoformat(" ", "seconds")[:19]
         return value.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, Decimal):
         return f"{value:.2f}" if col.kind == "money" else str(value)

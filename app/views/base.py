@@ -13,7 +13,10 @@ view and API derives from these classes.
 """
 from __future__ import annotations
 
-from flask import abort, flash, has_request_context, redirect, request
+from decimal import Decimal
+
+import orjson
+from flask import Response, abort, flash, has_request_context, redirect, request
 from flask_appbuilder import ModelRestApi, ModelView
 from flask_appbuilder.api import expose as api_expose, rison, safe
 from flask_appbuilder.models.sqla.interface import SQLAInterface
@@ -279,6 +282,21 @@ def _csrf_for_browser_sessions():
     return None
 
 
+def _json_default(value):
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def _json_response(code: int, body: dict) -> Response:
+    """``body`` as JSON, written by orjson: a grid page's rows are most of a page
+    request's output, and the standard library's encoder took a tenth of its CPU. The
+    values are already JSON-ready (``grid.json_value``); the same text as ``self.response``
+    apart from key order and escaping (UTF-8 instead of \\u escapes)."""
+    return Response(orjson.dumps(body, default=_json_default), status=code,
+                    content_type="application/json; charset=utf-8")
+
+
 class OmsModelRestApi(ModelRestApi):
     """Every REST API of the OMS derives from this: scoped rows and columns, zh errors."""
 
@@ -345,7 +363,7 @@ class OmsModelRestApi(ModelRestApi):
                 body["count"], body["count_capped"] = grid.count(spec, filters)
         except DomainError as exc:
             return self._grid_error(exc)
-        return self.response(200, **body)
+        return _json_response(200, body)
 
     @api_expose("/grid/count", methods=["GET"])
     @protect()
