@@ -243,3 +243,40 @@ def test_listing_upsert_service_maps_and_releases(ctx, ids):
     assert not _get(oid).is_held
     assert db.session.scalars(select(OrderEvent).where(OrderEvent.order_id == oid,
                                                        OrderEvent.action == "release")).first() is not None
+
+
+def test_a_bundle_without_its_own_cost_costs_its_components_when_the_order_is_created(ctx):
+    """The same rule at creation as at re-matching (``sku_mapping.line_cost``): through
+    ``create_order`` (ORM) and through the bulk paths' catalogue (plain values, and ORM
+    values), a bundle with cost 0 costs 2 × 25 + 24; a bundle with its own cost keeps it."""
+    from types import SimpleNamespace
+
+    from app.services import bulk_orders
+
+    bundle = _new_sku("SET-8", "0", bundle=True)
+    priced = _new_sku("SET-9", "30.00", bundle=True)
+    blk = db.session.scalars(select(Sku).where(Sku.merchant_code == "TS-BLK-L")).one()
+    wht = db.session.scalars(select(Sku).where(Sku.merchant_code == "TS-WHT-M")).one()
+    db.session.flush()
+    for b in (bundle, priced):
+        db.session.add_all([BundleComponent(bundle_sku_id=b.id, component_sku_id=blk.id, quantity=2),
+                            BundleComponent(bundle_sku_id=b.id, component_sku_id=wht.id, quantity=1)])
+    db.session.commit()
+
+    order = _get(_order("BC-1", [("SET-8", 2), ("SET-9", 1)]))
+    assert [ln.cost_price for ln in order.lines] == [Decimal("74.00"), Decimal("30.00")]
+    assert order.cost_amount == Decimal("178.00") and not order.is_held
+
+    shop = db.session.scalars(select(Shop).where(Shop.name == "A店-淘宝")).one()
+    draft = SimpleNamespace(data={"platform_order_id": "BC-2", "status": "to_audit", "lines": [
+        {"platform_line_id": "1", "merchant_code": "SET-8", "title": "套装", "quantity": 2, "price": "5.00",
+         "paid_amount": "10.00"},
+        {"platform_line_id": "2", "merchant_code": "SET-9", "title": "套装", "quantity": 1, "price": "5.00",
+         "paid_amount": "5.00"}]}, digest="x", hold=None, refund=None)
+    for orm in (False, True):
+        skus = sku_mapping.SkuCatalogue.load({"SET-8", "SET-9"}, shop_ids=[shop.id], orm=orm).for_shop(shop.id)
+        p = bulk_orders.prepare(draft, shop, skus, None, 2000)
+        assert [ln["cost_price"] for ln in p.lines] == [Decimal("74.00"), Decimal("30.00")], orm
+        assert p.order["cost_amount"] == Decimal("178.00")
+    assert sku_mapping.SkuCatalogue.load({"SET-8"}, orm=False).by_code["SET-8"].cost_price == Decimal("74.00")
+    assert Decimal(db.session.get(Sku, bundle.id).cost_price) == 0  # the SKU itself is not changed

@@ -46,7 +46,7 @@ from app.models import (
     ORDER_STATUSES, PLATFORMS, Customer, CustomerShop, Order, OrderEvent, OrderHold, OrderLine,
 )
 from app.models.types import EncryptedText, utcnow
-from app.services import crypto
+from app.services import crypto, sku_mapping
 from app.services.errors import ValidationError
 from app.services.order_status import HOLD_REASONS, HOLD_ZH, HOLDABLE
 from app.services.orders import SPEND_STATUSES, phone_hash
@@ -188,7 +188,7 @@ def prepare(draft, shop, skus: dict, carrier_id: Optional[int], max_text: int) -
         if paid is None:
             paid = _money(value, "paid_amount", f"第 {i} 行商品「实付金额」")
         if sku is not None:
-            cost_price = sku.cost_price
+            cost_price = sku.cost_price if not sku.is_bundle else sku_mapping.line_cost(sku)
         else:
             cost_price = ZERO
             unmatched.add(code or "（空）")

@@ -239,7 +239,7 @@ def _line_from(data: dict, index: int, skus_by_code: dict[str, Sku]) -> OrderLin
         quantity=qty,
         price=parse_money(data.get("price"), "price", f"{where}「单价」"),
         paid_amount=parse_money(data.get("paid_amount"), "paid_amount", f"{where}「实付金额」"),
-        cost_price=sku.cost_price if sku is not None else Decimal("0.00"),
+        cost_price=sku_mapping.line_cost(sku) if sku is not None else Decimal("0.00"),
         refund_status=data.get("refund_status"),
     )
 

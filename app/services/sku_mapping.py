@@ -140,6 +140,10 @@ class SkuCatalogue:
         for (shop_id, code), skus in mapped.items():
             if len(skus) == 1 and code not in by_code:  # all agree on one SKU; rule 1 first
                 listed.setdefault(shop_id, {})[code] = next(iter(skus.values()))
+        if not orm:  # plain values carry line_cost's cost: a bundle without its own, its components'
+            bundles = sorted(sid for sid, sku in by_id.items() if sku.is_bundle and not sku.cost_price)
+            for sid, cost in _bundle_costs(bundles).items() if bundles else ():
+                by_id[sid].cost_price = cost
         return cls(by_code, listed)
 
     def for_shop(self, shop_id: Optional[int]) -> dict:
@@ -160,12 +164,32 @@ def _unmatched_lines(order: Order, stockable: set[int]) -> list[OrderLine]:
     return [ln for ln in order.lines if ln.sku_id is None or ln.sku_id not in stockable]
 
 
-def _line_cost(sku: Sku) -> Decimal:
-    """The SKU's cost price; a bundle without its own cost costs its components."""
+def line_cost(sku) -> Decimal:
+    """The cost price of one unit of this SKU on an order line, the one rule for an order
+    created (``orders.create_order``, the bulk paths) and for a line re-matched later: the
+    SKU's own cost price; a bundle without its own cost costs its components. ``sku``: an
+    ORM ``Sku``, or a :class:`SkuCatalogue` plain value (its ``cost_price`` already follows
+    this rule)."""
     cost = Decimal(sku.cost_price or 0)
-    if sku.is_bundle and cost == 0:
+    if sku.is_bundle and cost == 0 and isinstance(sku, Sku):
         cost = sum((Decimal(c.component.cost_price or 0) * c.quantity for c in sku.components), Decimal("0.00"))
     return cost.quantize(Decimal("0.01"))
+
+
+def _bundle_costs(bundle_ids: list) -> dict:
+    """Bundle id → the cost of its components (one query per LOOKUP_CHUNK bundles)."""
+    from sqlalchemy import func
+
+    out: dict = {}
+    for i in range(0, len(bundle_ids), LOOKUP_CHUNK):
+        q = (select(BundleComponent.bundle_sku_id,
+                    func.sum(func.coalesce(Sku.cost_price, 0) * BundleComponent.quantity))
+             .join(Sku, Sku.id == BundleComponent.component_sku_id)
+             .where(BundleComponent.bundle_sku_id.in_(bundle_ids[i:i + LOOKUP_CHUNK]))
+             .group_by(BundleComponent.bundle_sku_id))
+        for bid, total in db.session.execute(q):
+            out[bid] = Decimal(total or 0).quantize(Decimal("0.01"))
+    return out
 
 
 # --- re-matching ------------------------------------------------------------------------------
@@ -212,12 +236,12 @@ def _rematch_one(order: Order, *, user_id: Optional[int], source: str) -> bool:
             sku = skus.get(ln.merchant_code)
             if sku is None or sku.id not in stockable:
                 continue
-            ln.sku, ln.sku_id, ln.cost_price = sku, sku.id, _line_cost(sku)
+            ln.sku, ln.sku_id, ln.cost_price = sku, sku.id, line_cost(sku)
             linked.append(f"{ln.merchant_code} → {sku.merchant_code} {sku.name}" if ln.merchant_code != sku.merchant_code
                           else f"{ln.merchant_code} {sku.name}")
         elif ln.sku is not None and ln.sku.is_bundle and ln.sku_id in stockable and not ln.cost_price:
             # linked to a bundle before its components were defined: now it has a cost
-            ln.cost_price = _line_cost(ln.sku)
+            ln.cost_price = line_cost(ln.sku)
             linked.append(f"{ln.sku.merchant_code} {ln.sku.name}（组合装已设置组成商品）")
     if linked:
         order.cost_amount = sum((Decimal(ln.cost_price or 0) * ln.quantity for ln in order.lines), Decimal("0.00"))
