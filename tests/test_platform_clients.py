@@ -123,7 +123,7 @@ def tb_trade(tid, status="WAIT_SELLER_SEND_GOODS", refund="NO_REFUND", **extra):
         "modified": "2024-03-18 10:20:00", "payment": "118.00", "post_fee": "10.00", "total_fee": "128.00",
         "discount_fee": "20.00", "buyer_nick": "tb买家", "receiver_name": "张三", "receiver_mobile": "13800138000",
         "receiver_state": "浙江省", "receiver_city": "杭州市", "receiver_district": "西湖区",
-        "receiver_address": "文三路 1 号", "receiver_zip": "310000", "seller_flag": 2, "has_buyer_message": False,
+        "receiver_address": "文三路 1 号", "receiver_zip": "310000", "seller_flag": 0, "has_buyer_message": False,
         "orders": {"order": [{"oid": tid + 1, "outer_sku_id": "SKU-A", "title": "纯棉T恤",
                               "sku_properties_name": "颜色分类:白;尺码:L", "num": 2, "price": "64.00",
                               "payment": "108.00", "refund_status": refund}]},
@@ -192,7 +192,8 @@ def test_taobao_order_leaving_the_window_while_paging_makes_no_other_order_misse
 
 def test_taobao_trade_is_normalised_with_decimal_money_and_utc_times():
     client = taobao_client()
-    mount(client, top_gateway(increment_routes({1: [tb_trade(BIG_TID)]}, total=1)))
+    notes = {"taobao.trade.fullinfo.get": lambda form: {"trade_fullinfo_get_response": {"trade": {"tid": BIG_TID}}}}
+    mount(client, top_gateway(increment_routes({1: [tb_trade(BIG_TID, seller_flag=2)]}, total=1, **notes)))
 
     [page] = list(client.fetch_changed(*WINDOW))
     order = page.orders[0]
@@ -223,8 +224,8 @@ def test_taobao_buyer_message_comes_from_fullinfo():
         trade = tb_trade(BIG_TID, buyer_message="请发顺丰", seller_memo="已核对地址", has_buyer_message=True)
         return {"trade_fullinfo_get_response": {"trade": {k: v for k, v in trade.items() if k in fields}}}
 
-    routes = increment_routes({1: [tb_trade(BIG_TID, has_buyer_message=True), tb_trade(1001)]}, total=2,
-                              **{"taobao.trade.fullinfo.get": fullinfo})
+    routes = increment_routes({1: [tb_trade(BIG_TID, has_buyer_message=True), tb_trade(1001, seller_flag=0)]},
+                              total=2, **{"taobao.trade.fullinfo.get": fullinfo})
     gw = mount(client, top_gateway(routes))
 
     [page] = list(client.fetch_changed(*WINDOW))
@@ -232,6 +233,28 @@ def test_taobao_buyer_message_comes_from_fullinfo():
     assert [c["method"] for c in gw.calls] == ["taobao.trades.sold.increment.get", "taobao.trade.fullinfo.get"]
     assert (page.orders[0].buyer_message, page.orders[0].seller_memo) == ("请发顺丰", "已核对地址")
     assert page.orders[1].buyer_message is None
+
+
+def test_taobao_seller_memo_of_a_flagged_trade_without_message_comes_from_fullinfo():
+    """插旗备注: a flagged trade's memo is looked up although the buyer left no message; an
+    unflagged trade without message costs no call."""
+    client = taobao_client()
+    asked = []
+
+    def fullinfo(form):
+        asked.append(form["tid"])
+        return {"trade_fullinfo_get_response": {"trade": {"tid": int(form["tid"]), "seller_memo": "送小样"}}}
+
+    routes = increment_routes({1: [tb_trade(1001, seller_flag=3), tb_trade(1002, seller_flag="0"),
+                                   tb_trade(1003, seller_flag=0)]}, total=3,
+                              **{"taobao.trade.fullinfo.get": fullinfo})
+    mount(client, top_gateway(routes))
+
+    [page] = list(client.fetch_changed(*WINDOW))
+
+    assert asked == ["1001"]
+    assert [(o.seller_memo, o.buyer_message, o.flag) for o in page.orders] == [
+        ("送小样", None, 3), (None, None, 0), (None, None, 0)]
 
 
 def test_taobao_empty_window_yields_nothing():

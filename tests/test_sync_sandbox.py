@@ -90,6 +90,31 @@ def test_sync_matches_the_sandbox_exactly(sandbox, shops, platform):
     assert again.status == "success" and again.created == 0 and again.updated == 0
 
 
+def test_taobao_buyer_messages_and_flagged_seller_memos_arrive(sandbox, shops):
+    """Every buyer message and every memo of a flagged trade (插旗备注) reaches the order,
+    including a memo on a trade whose buyer left no message."""
+    base, state = sandbox
+    twin = TWINS["taobao"]
+    now = dt.datetime.now(dt.timezone.utc)
+    keys = state.seed_orders(twin, 120, now - dt.timedelta(hours=30), now - dt.timedelta(minutes=5))
+    book = state.book(twin)
+    quiet = [book.orders[k] for k in keys if not book.orders[k].message][:3]
+    for o, memo in zip(quiet, ("送小样", "改发顺丰", "老客户")):
+        o.memo, o.flag = memo, 2
+    run = sync.sync_shop(shops["taobao"], trigger="manual")
+    assert run.status == "success", run.error
+    theirs = _reconcile(base, "taobao", shops["taobao"])
+    ours = _ours(shops["taobao"])
+    flagged = {pid for pid, v in theirs.items() if v["flag"]}
+    assert {o.key for o in quiet} <= flagged
+    for pid, view in theirs.items():
+        assert ours[pid].buyer_message == (view["buyer_message"] or None), pid
+        if pid in flagged:
+            assert ours[pid].seller_memo == (view["seller_memo"] or None), pid
+    assert [ours[o.key].seller_memo for o in quiet] == ["送小样", "改发顺丰", "老客户"]
+    assert any(v["buyer_message"] for v in theirs.values())
+
+
 @pytest.mark.parametrize("platform", ["taobao", "pdd"])
 def test_interrupted_sync_then_rerun_ends_with_exactly_the_sandbox_set(sandbox, shops, platform, monkeypatch):
     from flask import current_app

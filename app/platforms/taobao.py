@@ -66,6 +66,16 @@ _AUTH_HINTS = {
 }
 
 
+def has_notes(trade: dict) -> bool:
+    """Whether a listed trade may carry texts only fullinfo gives: a buyer message
+    (``has_buyer_message``) or a seller memo, which the seller writes with a flag (插旗备注:
+    ``seller_flag`` 1–5). A memo written without a flag is not seen until the trade is
+    fetched whole (the listing says nothing of it)."""
+    if trade.get("has_buyer_message") in (True, "true"):
+        return True
+    return str(trade.get("seller_flag") or "0").strip() not in ("0", "")
+
+
 class TaobaoClient(GatewayClient):
     platform = "taobao"  # also Tmall: same gateway and protocol
     label = "淘宝"
@@ -139,8 +149,9 @@ class TaobaoClient(GatewayClient):
 
         yield from self._pages(fetch, page_size)
 
-    # A listed trade with a buyer message costs one fullinfo call (the listing has no
-    # message text): for a page parsed at once they are made MESSAGE_CALLS at a time, so a
+    # A listed trade with a buyer message or a seller flag costs one fullinfo call (the
+    # listing has neither text; Taobao's 插旗备注 sets the flag with the seller memo, so a
+    # flag is where a memo shows): for a page parsed at once they are made MESSAGE_CALLS at a time, so a
     # first sync waits for one round trip per MESSAGE_CALLS orders, not per order. Not for
     # a gateway on this machine (the sandbox): it answers in well under a millisecond, so
     # overlapping buys nothing, and the extra threads only contend for the GIL (measured:
@@ -148,8 +159,7 @@ class TaobaoClient(GatewayClient):
     MESSAGE_CALLS = 4
 
     def _prefetch_messages(self, trades: list) -> None:
-        tids = [tid for t in trades if isinstance(t, dict) and t.get("has_buyer_message") in (True, "true")
-                for tid in (trade_id(t),) if tid]
+        tids = [tid for t in trades if isinstance(t, dict) and has_notes(t) for tid in (trade_id(t),) if tid]
         if len(tids) < 2 or self.message_calls < 2:
             return
         if self._message_pool is None:
@@ -168,7 +178,7 @@ class TaobaoClient(GatewayClient):
 
     def _with_messages(self, trade: dict) -> PlatformOrder:
         order = parse_trade(trade)
-        if trade.get("has_buyer_message") in (True, "true"):
+        if has_notes(trade):
             full = self._messages.pop(order.platform_order_id, None)
             if full is None:
                 full = self._fullinfo(order.platform_order_id, MESSAGE_FIELDS)
