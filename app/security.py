@@ -124,10 +124,12 @@ class OmsSecurityManager(SecurityManager):
 
     def get_user_by_id(self, pk):
         # Every request loads its user (Flask-Login), then FAB reads the user's roles and
-        # groups' roles for each permission check and the row scope reads the shops: one
-        # statement for all of them instead of four or more lazy loads.
+        # groups' roles for each permission check and the row scope reads the shops: the
+        # roles come with the user (one statement), the shops in one more (selectin, as the
+        # relationship is configured: joined, a user of 50 shops would multiply the rows by
+        # them and decrypt each shop's credentials once per row).
         stmt = (select(self.user_model).where(self.user_model.id == pk)
-                .options(joinedload(self.user_model.roles), joinedload(self.user_model.shops),
+                .options(joinedload(self.user_model.roles),
                          joinedload(self.user_model.groups).joinedload(Group.roles)))
         return self.session.execute(stmt).unique().scalar_one_or_none()
 

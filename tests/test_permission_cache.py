@@ -44,10 +44,10 @@ def test_permission_and_column_grant_are_cached_then_refreshed(db_path, monkeypa
     assert client.get("/api/v1/shop/grid/meta").status_code == 200
 
 
-def test_a_grid_page_runs_two_statements_once_permissions_are_cached(db_path):
-    """With the cache warm, a grid page request reads its user (with roles, groups' roles
-    and shops, in one statement) and its rows: no permission or lazy-load queries. The
-    rows are still scoped to the user's shops and the roles still apply."""
+def test_a_grid_page_runs_three_statements_once_permissions_are_cached(db_path):
+    """With the cache warm, a grid page request reads its user (with roles and groups'
+    roles in one statement), the user's shops and its rows: no permission or lazy-load
+    queries. The rows are still scoped to the user's shops and the roles still apply."""
     from sqlalchemy import event
 
     app = make_app(db_path, OMS_PERMISSION_CACHE_SECONDS=30)
@@ -68,9 +68,9 @@ def test_a_grid_page_runs_two_statements_once_permissions_are_cached(db_path):
         event.remove(engine, "before_cursor_execute", listen)
     assert resp.status_code == 200
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-    assert len(selects) == 2, selects
-    assert "ab_user_role" in selects[0] and "oms_user_shop" in selects[0] and "ab_user_group" in selects[0]
-    assert "FROM oms_order" in selects[1]
+    assert len(selects) == 3, selects
+    assert "ab_user_role" in selects[0] and "ab_user_group" in selects[0]
+    assert "oms_user_shop" in selects[1] and "FROM oms_order" in selects[2]
     with app.app_context():
         from app.models import OmsUser, Order
 

@@ -613,6 +613,17 @@ def test_gateway_form_posts_skip_the_wsgi_layer_and_answer_as_through_it(state, 
     split = requests.post(f"{call.base}/router/rest", params=query, data=form)
     assert split.status_code == 200 and body(split) == body(fast) and through_flask == [1, 1]
 
+    # Bad input is read as werkzeug reads it: an invalid escape stays percent-encoded (the
+    # gateway names the app_key it did not find), a body that is not UTF-8 is an empty form.
+    bad = "method=taobao.trades.sold.increment.get&app_key=%C9%CF&format=json"
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    fast_bad = requests.post(f"{call.base}/router/rest", data=bad, headers=headers)
+    slow_bad = requests.get(f"{call.base}/router/rest?{bad}")
+    assert (fast_bad.status_code, body(fast_bad)) == (slow_bad.status_code, body(slow_bad))
+    raw = requests.post(f"{call.base}/router/rest", data="app_key=上".encode("gbk"), headers=headers)
+    empty = requests.get(f"{call.base}/router/rest")
+    assert (raw.status_code, body(raw)) == (empty.status_code, body(empty))
+
 
 def test_message_lookup_serves_the_same_fields_as_the_whole_trade(state, call, clock):
     """``top_notes`` (the fast answer to fullinfo with message fields only) equals the whole

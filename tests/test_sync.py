@@ -340,3 +340,39 @@ def test_a_new_checksum_version_re_applies_byte_identical_payloads(shop_id, monk
     client.parsed.clear()
     run = sync.sync_shop(shop_id, now=NOW, client=client)
     assert run.updated == 3 and sorted(client.parsed) == ["V0", "V1", "V2"]
+
+
+def test_bundle_lines_cost_their_components_when_synced_new_and_when_added_later(shop_id):
+    """A bundle without its own cost price costs its components on a synced order, both
+    for a new order (bulk path) and for a line a re-sync adds to it (per-order update)."""
+    from app.models import BundleComponent, Product, Sku
+
+    product = db.session.scalars(select(Product)).first()
+    comps = {s.merchant_code: s for s in db.session.scalars(
+        select(Sku).where(Sku.merchant_code.in_(["TS-BLK-L", "TS-WHT-M"])))}
+    for code in ("SET-S1", "SET-S2"):
+        bundle = Sku(product=product, merchant_code=code, name=f"套装{code}", cost_price=Decimal("0"),
+                     sale_price=Decimal("99"), is_bundle=True)
+        db.session.add(bundle)
+        db.session.flush()
+        db.session.add_all([BundleComponent(bundle_sku_id=bundle.id, component_sku_id=comps["TS-BLK-L"].id,
+                                            quantity=2),
+                            BundleComponent(bundle_sku_id=bundle.id, component_sku_id=comps["TS-WHT-M"].id,
+                                            quantity=1)])
+    db.session.commit()
+    first = [PlatformLine(platform_line_id="1", title="套装", quantity=1, price=Decimal("99.00"),
+                          paid_amount=Decimal("99.00"), merchant_code="SET-S1")]
+    client = ScriptedClient([po("B1", lines=first)])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    order = _orders(shop_id)["B1"]
+    assert [ln.cost_price for ln in order.lines] == [Decimal("74.00")]  # 2 × 25 + 24
+    assert order.cost_amount == Decimal("74.00") and not order.is_held
+    more = first + [PlatformLine(platform_line_id="2", title="套装2", quantity=2, price=Decimal("99.00"),
+                                 paid_amount=Decimal("198.00"), merchant_code="SET-S2")]
+    client.orders["B1"] = po("B1", lines=more, paid_amount=Decimal("297.00"), modified=NOW - dt.timedelta(minutes=1))
+    sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=1), client=client)
+    db.session.expire_all()
+    order = _orders(shop_id)["B1"]
+    assert sorted((ln.platform_line_id, ln.cost_price) for ln in order.lines) == [
+        ("1", Decimal("74.00")), ("2", Decimal("74.00"))]
+    assert order.cost_amount == Decimal("222.00")

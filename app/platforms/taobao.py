@@ -73,7 +73,7 @@ def has_notes(trade: dict) -> bool:
     fetched whole (the listing says nothing of it)."""
     if trade.get("has_buyer_message") in (True, "true"):
         return True
-    return str(trade.get("seller_flag") or "0").strip() not in ("0", "")
+    return flag(trade.get("seller_flag")) > 0  # as the order's flag is read: 1–5, else none
 
 
 class TaobaoClient(GatewayClient):

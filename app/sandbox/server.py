@@ -19,10 +19,11 @@ import socket
 import threading
 import time
 from typing import Callable, Optional
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from flask import Flask, Response, request
+import werkzeug.urls  # noqa: F401  (registers the "werkzeug.url_quote" codec error handler used below)
 from werkzeug.exceptions import InternalServerError
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wsgi import LimitedStream
@@ -1206,7 +1207,8 @@ class KeepAliveHandler(WSGIRequestHandler):
         :func:`gateway_call` and the same answer, at a fraction of the per-call CPU (a first
         sync makes thousands of calls; the sandbox shares the machine with what it tests).
         Anything else (GET, chunked or other bodies, admin routes) goes through Flask."""
-        path, _, query = self.path.partition("?")
+        target = urlsplit(self.path)
+        path, query = target.path, target.query
         protocol = _GATEWAY_ROUTES.get(path)
         if protocol is None or self.command != "POST" or "Transfer-Encoding" in self.headers:
             return False
@@ -1219,21 +1221,23 @@ class KeepAliveHandler(WSGIRequestHandler):
             return False
         if length < 0:
             return False
-        state = self.server.app.extensions["sandbox_state"]
+        app = self.server.app
         body = self.rfile.read(length) if length else b""
+        try:  # as werkzeug's form parser: a body that is not UTF-8 gives an empty form
+            form = body.decode()
+        except UnicodeDecodeError:
+            form = ""
         params: dict[str, str] = {}
-        for text in (query, body.decode("utf-8", "replace")):
-            for key, value in parse_qsl(text, keep_blank_values=True, errors="replace"):
+        for text in (query, form):  # invalid escapes stay percent-encoded, as werkzeug keeps them
+            for key, value in parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote"):
                 params.setdefault(key, value)
         try:
-            resp = gateway_call(state, protocol, params)
-        except Exception as exc:  # as werkzeug: log it, answer 500, and close this connection
+            resp = gateway_call(app.extensions["sandbox_state"], protocol, params)
+        except Exception:  # as Flask: log the traceback and answer its 500 page
             if self.server.passthrough_errors:
                 raise
-            self.server.log("error", f"Error on request: {exc!r}")
-            self.close_connection = True
-            self._answer(500, "Internal Server Error", [("Content-Type", "text/plain")], b"Internal Server Error")
-            return True
+            app.logger.error("Exception on %s [POST]", path, exc_info=True)
+            resp = InternalServerError().get_response()
         self._answer(resp.status_code, resp.status.partition(" ")[2], resp.headers.items(), resp.get_data())
         return True
 

@@ -209,7 +209,7 @@ def _rematch_lines(order: Order) -> list[str]:
         if sku is None:
             still.append(ln.merchant_code or "（空）")
         else:
-            ln.sku, ln.cost_price = sku, sku.cost_price
+            ln.sku, ln.cost_price = sku, sku_mapping.line_cost(sku)
     if len(still) < len(missing):
         from decimal import Decimal
 

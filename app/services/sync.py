@@ -247,7 +247,7 @@ def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict, split: Op
             order.lines.append(OrderLine(platform_line_id=pl.platform_line_id, merchant_code=pl.merchant_code,
                                          sku=sku, title=pl.title[:255], spec=pl.spec, quantity=pl.quantity,
                                          price=pl.price, paid_amount=pl.paid_amount,
-                                         cost_price=sku.cost_price if sku else Decimal("0.00"),
+                                         cost_price=sku_mapping.line_cost(sku) if sku else Decimal("0.00"),
                                          refund_status=pl.refund_status))
         else:
             line.quantity, line.price, line.paid_amount = pl.quantity, pl.price, pl.paid_amount
