@@ -46,11 +46,12 @@ def demo_cmd(orders, force, seed):
 def worker_cmd(queues, burst):
     """Run an RQ worker for the app's queues."""
     from app.jobs.queue import redis_conn
-    from app.jobs.worker import AppWorker
+    from app.jobs.worker import AppWorker, settle_process
 
     names = queues.split(",") if queues else current_app.config["OMS_QUEUES"]
     AppWorker.flask_app = current_app._get_current_object()
     worker = AppWorker(names, connection=redis_conn())
+    settle_process()
     worker.work(burst=burst, with_scheduler=True)
 
 
@@ -94,9 +95,11 @@ def sync_cmd(shops):
     from sqlalchemy import or_, select
 
     from app.extensions import db
+    from app.jobs.worker import settle_process
     from app.models import Shop
     from app.services import sync
 
+    settle_process()  # a backfill can run for minutes: as a worker would
     query = select(Shop).where(Shop.active.is_(True), Shop.platform.in_(("taobao", "tmall", "pdd", "jd")))
     if shops:
         ids = [int(s) for s in shops if s.isdigit()]

@@ -604,7 +604,10 @@ def worker_child(args) -> None:
     app = build_app(args.worker_db, args.redis_url)
     import logging
 
+    from app.jobs.worker import settle_process
+
     logging.getLogger("flask_appbuilder").setLevel(logging.ERROR)
+    settle_process()  # as `flask oms worker` does before it takes jobs
     with app.app_context():
         print(json.dumps({"ready": True}), flush=True)
         for line in sys.stdin:
@@ -901,6 +904,10 @@ def main(argv=None) -> int:
         meter = Meter(proc.pid, args.wait_idle)
         app = build_app(db_url, args.redis_url)
         import logging
+
+        from app.jobs.worker import settle_process
+
+        settle_process()  # as the worker and `flask oms sync` do
 
         for noisy in ("alembic", "flask_appbuilder"):
             logging.getLogger(noisy).setLevel(logging.ERROR)

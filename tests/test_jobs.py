@@ -56,3 +56,26 @@ def test_embedded_redis_starts_without_redis_url(tmp_path, db_path):
         assert again.config["OMS_REDIS_URL_RESOLVED"] == url
     finally:
         conn.shutdown(nosave=True)
+
+
+def test_worker_freezes_the_apps_objects_before_taking_jobs(app, monkeypatch):
+    """`flask oms worker` moves the app's long-lived objects out of the collector's full
+    passes (gc.freeze) before it takes its first job; settle_process does that."""
+    import gc
+
+    from app.jobs import worker as worker_module
+
+    calls = []
+    monkeypatch.setattr(worker_module, "settle_process", lambda: calls.append("settle"))
+    monkeypatch.setattr(worker_module.AppWorker, "work", lambda self, **kw: calls.append(("work", kw)))
+    result = app.test_cli_runner().invoke(args=["oms", "worker", "--burst"])
+    assert result.exit_code == 0, result.output
+    assert calls == ["settle", ("work", {"burst": True, "with_scheduler": True})]
+
+    before = gc.get_freeze_count()
+    try:
+        monkeypatch.undo()
+        worker_module.settle_process()
+        assert gc.get_freeze_count() > max(before, 10_000)  # the app, FAB, SQLAlchemy, ...
+    finally:
+        gc.unfreeze()  # the test process goes on creating and dropping apps

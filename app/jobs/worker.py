@@ -2,7 +2,21 @@
 user who queued it (``job.meta["user_id"]``), or as the system when none."""
 from __future__ import annotations
 
+import gc
+
 from rq import Worker
+
+
+def settle_process() -> None:
+    """Call once the app is built in a long-lived process (RQ worker, web server): the
+    objects that exist now (the app, its models, FAB's views, the imported libraries:
+    about 280,000) live as long as the process, so they are moved out of the cyclic
+    collector's reach (``gc.freeze``). Every full collection would otherwise walk them
+    all again: a sync job of 10,000 orders paid about a fifth of its CPU for that. RQ forks
+    a work horse per job; frozen objects are also not touched (copied) by the collector
+    in the child."""
+    gc.collect()
+    gc.freeze()
 
 
 class AppWorker(Worker):
