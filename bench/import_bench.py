@@ -391,6 +391,9 @@ def main(argv=None) -> int:
     SCRATCH_DB["name"] = db_name
     app = common.build_app(db_url, args.redis_url)
     logging.getLogger("flask_appbuilder").setLevel(logging.ERROR)  # permission-sync chatter of initialise
+    from app.jobs.worker import settle_process
+
+    settle_process()  # an import job runs in a worker that did this
     try:
         with app.app_context():
             from app.extensions import db
