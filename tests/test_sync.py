@@ -3,6 +3,7 @@ against the sandbox are in test_sync_sandbox.py)."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 
 import pytest
@@ -153,6 +154,37 @@ def test_a_batch_of_windows_keeps_what_was_fetched_before_a_failing_window(shop_
     run = sync.sync_shop(shop_id, now=NOW, client=client, sleep=lambda s: None)
     assert run.status == "success" and run.created == 6
     assert len([p for p in _orders(shop_id) if p.startswith("W")]) == 12
+    assert db.session.get(Shop, shop_id).sync_checkpoint == NOW
+
+
+def test_batches_are_fetched_up_to_two_ahead_of_the_one_applied(shop_id, monkeypatch):
+    """While a batch is applied the fetch thread goes on, and stops FETCH_AHEAD batches
+    ahead of it; every batch is still applied, in order, and the run ends normally."""
+    import threading
+
+    from flask import current_app
+
+    monkeypatch.setitem(current_app.config, "OMS_SYNC_BATCH_ORDERS", 1)  # a batch per window
+    start = NOW - dt.timedelta(days=1)  # four 6-hour windows
+    client = ScriptedClient([po(f"A{w}", modified=start + dt.timedelta(hours=6 * w + 1)) for w in range(4)])
+    release, applied, seen = threading.Event(), [], []
+    real_apply = sync._apply_batch
+
+    def slow_apply(shop, listed, ctx, bulk):
+        if not applied:  # hold the first batch until the fetch thread has gone as far as it will
+            deadline = time.monotonic() + 5
+            while len(client.calls) < 1 + sync.FETCH_AHEAD and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)  # had it gone further, it would have by now
+            seen.append(len(client.calls))
+        applied.append([po.platform_order_id for po in listed])
+        return real_apply(shop, listed, ctx, bulk)
+
+    monkeypatch.setattr(sync, "_apply_batch", slow_apply)
+    run = sync.sync_shop(shop_id, now=NOW, client=client, sleep=lambda s: None)
+    assert run.status == "success" and run.created == 4
+    assert seen == [1 + sync.FETCH_AHEAD]  # the batch being applied and two more, not the fourth
+    assert applied == [["A0"], ["A1"], ["A2"], ["A3"]]
     assert db.session.get(Shop, shop_id).sync_checkpoint == NOW
 
 

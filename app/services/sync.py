@@ -553,6 +553,7 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
 
 
 CONFLICT_RETRIES = 2
+FETCH_AHEAD = 2  # batches fetched while the one before them is applied
 
 
 def _apply_batch(shop: Shop, listed: list, ctx: RunContext, bulk: bool) -> dict:
@@ -673,11 +674,14 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
     # instead of one per page; an incremental run is one window anyway. Each gateway call is
     # retried in place (client.call_policy); a window is fetched whole before it is applied,
     # so a call that finally fails leaves nothing half-applied: the windows fetched before
-    # it are applied and committed, the checkpoint stays at the last of them. At most one
-    # batch is fetched ahead.
+    # it are applied and committed, the checkpoint stays at the last of them. Up to
+    # FETCH_AHEAD batches wait fetched: a batch slow to fetch (Taobao windows with many
+    # message look-ups) is then covered by the ones fetched while quicker ones were applied.
+    import queue as queue_module
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oms-sync-fetch")
+    fetched = queue_module.Queue(maxsize=max(1, FETCH_AHEAD - 1))  # and one in the fetch thread's hands
     bulk_orders.short_switch.__enter__()
 
     def fetch(first: int):
@@ -697,12 +701,40 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
                 break
         return got, None
 
+    def hand_over(item) -> None:
+        while not stopping.is_set():  # the run may end without taking it
+            try:
+                fetched.put(item, timeout=0.2)
+                return
+            except queue_module.Full:
+                continue
+
+    def produce() -> None:
+        """Batches one after the other into ``fetched``; then None, or the error that ended them."""
+        first = 0
+        try:
+            while first < len(windows) and not stopping.is_set():
+                got, failed = fetch(first)
+                hand_over((got, failed))
+                if failed is not None:
+                    return
+                first = got[-1][0] + 1
+        except BaseException as exc:  # raised again in the applying thread
+            hand_over(exc)
+            return
+        hand_over(None)
+
     try:
-        ahead = pool.submit(fetch, 0) if windows else None
-        while ahead is not None:
-            got, failed = ahead.result()
+        if windows:
+            pool.submit(produce)
+        while windows:
+            item = fetched.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            got, failed = item
             last = got[-1][0]
-            ahead = pool.submit(fetch, last + 1) if failed is None and last + 1 < len(windows) else None
             run.retries = retries["n"]
             pages = [page for _i, window_pages in got for page in window_pages]
             listed = [po for page in pages for po in page.orders]
@@ -736,6 +768,8 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
                 progress(last + 1, total_windows, f"已同步至 {windows[last][1].isoformat()}")
             if failed is not None:
                 raise failed
+            if last + 1 >= len(windows):
+                break
         run.status = "success"
         run.retries = retries["n"]
         shop.last_sync_success_at = utcnow()
