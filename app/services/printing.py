@@ -147,9 +147,14 @@ def render_contexts(contexts: list[dict], numbers: list[str], documents: Sequenc
     workers = min(len(tasks), print_processes() if processes is None else processes)
     chunks: list[bytes] = []
     if workers > 1:
+        import gc
         import multiprocessing
 
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        # A forked child first freezes what it inherited: its collector then never finalizes
+        # the parent's objects (xhtml2pdf's NamedTemporaryFiles would be unlinked by the child
+        # and fail to unlink in the parent) nor touches their pages; its own garbage is still
+        # collected.
+        with multiprocessing.get_context("fork").Pool(workers, initializer=gc.freeze) as pool:
             for pdf in pool.imap(_render_chunk, tasks):
                 chunks.append(pdf)
                 done = min(len(chunks) * CHUNK_ORDERS, total)
