@@ -145,3 +145,19 @@ def pg_url():
                 f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+def commit_buyer_elsewhere(pg_url: str, phone: str) -> None:
+    """Another writer commits a customer with this phone on its own connection: the unique
+    phone hash an import or a sync batch then meets (their conflict retries are tested with it)."""
+    import sqlalchemy as sa
+
+    from app.services import orders
+
+    other = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with other.begin() as c:
+            c.execute(sa.text("INSERT INTO oms_customer (phone_hash, order_count, total_spent, created_at)"
+                              " VALUES (:h, 0, 0, now())"), {"h": orders.phone_hash(phone)})
+    finally:
+        other.dispose()

@@ -19,7 +19,7 @@ from app.models import Customer, Order, OrderEvent, OrderHold, OrderLine, Shop
 from app.services import order_counts
 from app.services.imports import order_import, run_import
 from tests import world
-from tests.conftest import make_app
+from tests.conftest import commit_buyer_elsewhere, make_app
 
 HEADER = ["店铺", "订单号", "状态", "付款时间", "收货人", "收货人手机", "省", "市", "区", "详细地址",
           "实付金额", "买家留言", "商家编码", "数量", "单价"]
@@ -193,7 +193,6 @@ def test_a_buyer_committed_by_another_writer_meanwhile_is_found_on_a_retry(pg_ur
     another transaction (a sync, another import) commits that buyer. The import's insert
     then meets oms_customer's unique phone hash for real; it is rolled back whole and run
     again from the file, which finds the buyer: no error for the user, nothing twice."""
-    import sqlalchemy as sa
     from flask_migrate import upgrade
 
     from app.services import orders, setup
@@ -210,11 +209,7 @@ def test_a_buyer_committed_by_another_writer_meanwhile_is_found_on_a_retry(pg_ur
         load(self, hashes, conn)
         lookups.append(set(hashes))
         if len(lookups) == 1:  # the first attempt only: the other writer commits now
-            other = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
-            with other.begin() as c:
-                c.execute(sa.text("INSERT INTO oms_customer (phone_hash, order_count, total_spent, created_at)"
-                                  " VALUES (:h, 0, 0, now())"), {"h": orders.phone_hash(phone)})
-            other.dispose()
+            commit_buyer_elsewhere(pg_url, phone)
 
     monkeypatch.setattr(import_bulk.Creator, "load_customers_by_hash", load_then_someone_commits_the_buyer)
     try:

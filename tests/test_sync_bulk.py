@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import select
 
 from tests import world
-from tests.conftest import TEST_REDIS_URL, make_app
+from tests.conftest import TEST_REDIS_URL, commit_buyer_elsewhere, make_app
 from tests.test_imports_bulk import _dispose, _pg_copy, _sqlite_app, snapshot
 from tests.test_sync import NOW, ScriptedClient, po
 from app.platforms.base import Page, PlatformLine
@@ -382,11 +382,7 @@ def test_a_buyer_an_import_commits_meanwhile_is_found_when_the_batch_is_applied_
         load(self, hashes, conn)
         lookups.append(hashes)
         if len(lookups) == 1:
-            other = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
-            with other.begin() as c:
-                c.execute(sa.text("INSERT INTO oms_customer (phone_hash, order_count, total_spent, created_at)"
-                                  " VALUES (:h, 0, 0, now())"), {"h": orders.phone_hash(phone)})
-            other.dispose()
+            commit_buyer_elsewhere(pg_url, phone)
 
     monkeypatch.setattr(bulk_orders.BulkWriter, "load_customers_by_hash", load_then_an_import_commits_the_buyer)
     try:
