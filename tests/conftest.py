@@ -161,3 +161,20 @@ def commit_buyer_elsewhere(pg_url: str, phone: str) -> None:
                               " VALUES (:h, 0, 0, now())"), {"h": orders.phone_hash(phone)})
     finally:
         other.dispose()
+
+
+def buyer_committed_after_first_lookup(monkeypatch, writer_cls, pg_url: str, phone: str) -> list:
+    """Patch ``writer_cls.load_customers_by_hash`` so that right after its first lookup
+    another writer commits the buyer of ``phone``; returns the list of lookups made."""
+    lookups: list = []
+    load = writer_cls.load_customers_by_hash
+
+    def load_then_someone_commits_the_buyer(self, hashes, conn=None):
+        hashes = list(hashes)
+        load(self, hashes, conn)
+        lookups.append(hashes)
+        if len(lookups) == 1:  # the first attempt only
+            commit_buyer_elsewhere(pg_url, phone)
+
+    monkeypatch.setattr(writer_cls, "load_customers_by_hash", load_then_someone_commits_the_buyer)
+    return lookups

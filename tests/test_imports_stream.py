@@ -19,7 +19,7 @@ from app.models import Customer, Order, OrderEvent, OrderHold, OrderLine, Shop
 from app.services import order_counts
 from app.services.imports import order_import, run_import
 from tests import world
-from tests.conftest import commit_buyer_elsewhere, make_app
+from tests.conftest import buyer_committed_after_first_lookup, make_app
 
 HEADER = ["店铺", "订单号", "状态", "付款时间", "收货人", "收货人手机", "省", "市", "区", "详细地址",
           "实付金额", "买家留言", "商家编码", "数量", "单价"]
@@ -202,16 +202,7 @@ def test_a_buyer_committed_by_another_writer_meanwhile_is_found_on_a_retry(pg_ur
     app = make_app(tmp_path / "unused.db", SQLALCHEMY_DATABASE_URI=pg_url)
     phone = "13911112222"
     path = write_xlsx(tmp_path / "orders.xlsx", sheet(5, "R", {k: {"phone": phone} for k in range(5)}))
-    lookups = []
-    load = import_bulk.Creator.load_customers_by_hash
-
-    def load_then_someone_commits_the_buyer(self, hashes, conn=None):
-        load(self, hashes, conn)
-        lookups.append(set(hashes))
-        if len(lookups) == 1:  # the first attempt only: the other writer commits now
-            commit_buyer_elsewhere(pg_url, phone)
-
-    monkeypatch.setattr(import_bulk.Creator, "load_customers_by_hash", load_then_someone_commits_the_buyer)
+    lookups = buyer_committed_after_first_lookup(monkeypatch, import_bulk.Creator, pg_url, phone)
     try:
         with app.app_context():
             upgrade()

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import select
 
 from tests import world
-from tests.conftest import TEST_REDIS_URL, commit_buyer_elsewhere, make_app
+from tests.conftest import TEST_REDIS_URL, buyer_committed_after_first_lookup, make_app
 from tests.test_imports_bulk import _dispose, _pg_copy, _sqlite_app, snapshot
 from tests.test_sync import NOW, ScriptedClient, po
 from app.platforms.base import Page, PlatformLine
@@ -374,17 +374,7 @@ def test_a_buyer_an_import_commits_meanwhile_is_found_when_the_batch_is_applied_
 
     app = make_app(tmp_path / "unused.db", SQLALCHEMY_DATABASE_URI=pg_url)
     phone = "13755556666"
-    lookups = []
-    load = bulk_orders.BulkWriter.load_customers_by_hash
-
-    def load_then_an_import_commits_the_buyer(self, hashes, conn=None):
-        hashes = list(hashes)
-        load(self, hashes, conn)
-        lookups.append(hashes)
-        if len(lookups) == 1:
-            commit_buyer_elsewhere(pg_url, phone)
-
-    monkeypatch.setattr(bulk_orders.BulkWriter, "load_customers_by_hash", load_then_an_import_commits_the_buyer)
+    lookups = buyer_committed_after_first_lookup(monkeypatch, bulk_orders.BulkWriter, pg_url, phone)
     try:
         with app.app_context():
             upgrade()
