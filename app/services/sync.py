@@ -768,8 +768,6 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
                 progress(last + 1, total_windows, f"已同步至 {windows[last][1].isoformat()}")
             if failed is not None:
                 raise failed
-            if last + 1 >= len(windows):
-                break
         run.status = "success"
         run.retries = retries["n"]
         shop.last_sync_success_at = utcnow()
