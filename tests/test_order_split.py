@@ -388,35 +388,136 @@ def _ship(order: Order, number: str, carrier_id: int) -> None:
     db.session.commit()
 
 
-def test_shipping_a_split_part_writes_back_under_the_original_trade_number(taobao, ids):
+def _top_trade(taobao, tid: str) -> dict:
+    """The trade as the sandbox gateway serves it (taobao.trade.fullinfo.get)."""
+    from app.platforms import client_for
+
+    shop = db.session.get(Shop, taobao["shop_id"])
+    client = client_for(shop)
+    try:
+        return client._fullinfo(tid)
+    finally:
+        client.close()
+
+
+def _sub_orders(trade: dict) -> dict:
+    """oid → (status, invoice_no) of a TOP trade's sub-orders."""
+    return {str(o["oid"]): (o["status"], o.get("invoice_no")) for o in trade["orders"]["order"]}
+
+
+def test_each_part_of_a_split_taobao_trade_writes_back_its_own_sub_orders(taobao, ids):
+    """拆单发货: each parcel tells Taobao which sub-orders it carries (is_split + sub_tid), so
+    the buyer sees both tracking numbers, each on its own items."""
     from app.services import writeback
 
     order, state = taobao["order"], taobao["state"]
     pid = order.platform_order_id
+    blk, wht = _line(order, "TS-BLK-L").platform_line_id, _line(order, "TS-WHT-M").platform_line_id
     result = order_split.split_order(order.id, {_line(order, "TS-WHT-M").id: 1}, user_id=_uid("ops"))
     child = db.session.get(Order, result.new_order_id)
     _ship(child, "SF2000000001", ids["carrier"])
     assert child.writeback_status == "pending"
 
     assert writeback.write_back(child.id) == "done"
-    assert [(w["order_id"], w["tracking_number"], w["carrier_code"]) for w in state.writebacks] == [
-        (pid, "SF2000000001", "SF")]
+    assert [(w["order_id"], w["tracking_number"], w["carrier_code"], w.get("line_ids")) for w in state.writebacks] == [
+        (pid, "SF2000000001", "SF", [wht])]
+    trade = _top_trade(taobao, pid)
+    assert trade["status"] == "SELLER_CONSIGNED_PART"
+    assert _sub_orders(trade) == {blk: ("WAIT_SELLER_SEND_GOODS", None),
+                                  wht: ("WAIT_BUYER_CONFIRM_GOODS", "SF2000000001")}
     db.session.expire_all()
     child = db.session.get(Order, result.new_order_id)
     assert child.writeback_status == "done"
-    assert any(e.action == "writeback" and f"按平台订单 {pid} 回传" in (e.note or "") for e in child.events)
+    assert any(e.action == "writeback" and f"拆单发货：平台订单 {pid} 的子订单 {wht}" in (e.note or "")
+               for e in child.events)
 
-    # The second parcel of the same trade: the platform already shows it shipped; not sent again.
+    # The second parcel ships the rest of the trade under its own number.
     parent = db.session.get(Order, order.id)
     _ship(parent, "SF2000000002", ids["carrier"])
     assert writeback.write_back(parent.id) == "done"
+    assert [(w["tracking_number"], w.get("line_ids")) for w in state.writebacks] == [
+        ("SF2000000001", [wht]), ("SF2000000002", [blk])]
+    trade = _top_trade(taobao, pid)
+    assert trade["status"] == "WAIT_BUYER_CONFIRM_GOODS"
+    assert _sub_orders(trade) == {blk: ("WAIT_BUYER_CONFIRM_GOODS", "SF2000000002"),
+                                  wht: ("WAIT_BUYER_CONFIRM_GOODS", "SF2000000001")}
+    db.session.expire_all()
+    assert db.session.get(Order, order.id).writeback_status == "done"
+    _clean()
+
+
+def test_a_line_cut_in_two_ships_its_sub_order_with_the_first_parcel(taobao, ids):
+    """One unit of the two-unit line moves: both parts hold that sub-order. The first parcel
+    ships it; the second ships only the sub-order still open."""
+    from app.services import writeback
+
+    order, state = taobao["order"], taobao["state"]
+    pid = order.platform_order_id
+    blk, wht = _line(order, "TS-BLK-L").platform_line_id, _line(order, "TS-WHT-M").platform_line_id
+    result = order_split.split_order(order.id, {_line(order, "TS-BLK-L").id: 1}, user_id=_uid("ops"))
+    child = db.session.get(Order, result.new_order_id)
+    assert [ln.platform_line_id for ln in child.lines] == [blk]
+    _ship(child, "SF2000000011", ids["carrier"])
+    assert writeback.write_back(child.id) == "done"
+    parent = db.session.get(Order, order.id)
+    _ship(parent, "SF2000000012", ids["carrier"])
+    assert writeback.write_back(parent.id) == "done"
+    assert [(w["tracking_number"], w.get("line_ids")) for w in state.writebacks] == [
+        ("SF2000000011", [blk]), ("SF2000000012", [wht])]
+    assert _top_trade(taobao, pid)["status"] == "WAIT_BUYER_CONFIRM_GOODS"
+    _clean()
+
+
+def test_a_parcel_holding_every_sub_order_ships_the_trade_and_the_other_part_is_not_sent(taobao, ids):
+    """The original keeps one unit of each sub-order: shipped first, it ships the trade whole
+    (Taobao wants sub_tid to be a proper subset); the split-off part then has nothing left to
+    tell the platform, and its event says why."""
+    from app.services import writeback
+
+    order, state = taobao["order"], taobao["state"]
+    pid = order.platform_order_id
+    result = order_split.split_order(order.id, {_line(order, "TS-BLK-L").id: 1}, user_id=_uid("ops"))
+    parent = db.session.get(Order, order.id)
+    _ship(parent, "SF2000000021", ids["carrier"])
+    assert writeback.write_back(parent.id) == "done"
+    assert [(w["order_id"], w["tracking_number"], w.get("line_ids")) for w in state.writebacks] == [
+        (pid, "SF2000000021", None)]
+    child = db.session.get(Order, result.new_order_id)
+    _ship(child, "SF2000000022", ids["carrier"])
+    assert writeback.write_back(child.id) == "done"
     assert len(state.writebacks) == 1
     db.session.expire_all()
-    parent = db.session.get(Order, order.id)
-    assert parent.writeback_status == "done"
-    assert any(e.action == "writeback" and "未单独回传" in (e.note or "") and child.platform_order_id in e.note
-               for e in parent.events)
+    child = db.session.get(Order, result.new_order_id)
+    assert child.writeback_status == "done"
+    assert any(e.action == "writeback" and "未单独回传" in (e.note or "") and pid in e.note
+               and "SF2000000021" in e.note for e in child.events)
     _clean()
+
+
+def test_the_sandbox_refuses_sub_orders_of_another_trade_or_already_shipped(taobao):
+    from app.platforms import PlatformError, client_for
+
+    order, state = taobao["order"], taobao["state"]
+    pid = order.platform_order_id
+    blk, wht = _line(order, "TS-BLK-L").platform_line_id, _line(order, "TS-WHT-M").platform_line_id
+    client = client_for(db.session.get(Shop, taobao["shop_id"]))
+    try:
+        for line_ids, message in (([blk, "1234567890123"], "子订单 1234567890123 不属于订单"),
+                                  ([blk, wht], "真子集")):
+            with pytest.raises(PlatformError) as info:
+                client.ship(pid, "SF", "SF2000000031", line_ids=line_ids)
+            assert message in info.value.message
+        assert state.writebacks == []
+        client.ship(pid, "SF", "SF2000000031", line_ids=[wht])
+        client.ship(pid, "SF", "SF2000000031", line_ids=[wht])  # a repeat of the same parcel
+        with pytest.raises(PlatformError) as info:
+            client.ship(pid, "SF", "SF2000000032", line_ids=[wht])
+        assert f"子订单 {wht} 已经发货" in info.value.message
+    finally:
+        client.close()
+    assert [(w["tracking_number"], w["repeat"]) for w in state.writebacks] == [
+        ("SF2000000031", False), ("SF2000000031", True)]
+    assert _top_trade(taobao, pid)["status"] == "SELLER_CONSIGNED_PART"
 
 
 def test_a_resync_of_the_trade_leaves_the_split_off_part_alone(taobao):

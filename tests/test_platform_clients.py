@@ -464,6 +464,23 @@ def test_taobao_ship_sends_tid_tracking_number_and_company():
     assert (form["tid"], form["out_sid"], form["company_code"]) == (str(BIG_TID), "75312345678901", "ZTO")
 
 
+def test_taobao_ships_named_sub_orders_apart_with_is_split_and_sub_tid():
+    client = taobao_client()
+    gw = mount(client, top_gateway({"taobao.logistics.offline.send": lambda form: {
+        "logistics_offline_send_response": {"shipping": {"is_success": True}}}}))
+    oids = [str(BIG_TID + 1), str(BIG_TID + 2)]
+    assert client.ships_parts(oids)
+    client.ship(str(BIG_TID), "ZTO", "75312345678901", line_ids=oids)
+    client.ship(str(BIG_TID), "ZTO", "75312345678902")
+    split, whole = gw.calls
+    assert (split["tid"], split["out_sid"], split["is_split"], split["sub_tid"]) == (
+        str(BIG_TID), "75312345678901", "1", ",".join(oids))
+    assert "is_split" not in whole and "sub_tid" not in whole
+    # Lines imported from a sheet without 子订单编号 are numbered 1, 2, …: not sub-orders Taobao knows.
+    assert not client.ships_parts(["1", "2"]) and not client.ships_parts([str(BIG_TID), "B2026-1"])
+    assert not client.ships_parts([])
+
+
 def test_taobao_ship_not_confirmed_is_an_error():
     client = taobao_client()
     mount(client, top_gateway({"taobao.logistics.offline.send": lambda form: {
@@ -792,6 +809,16 @@ def test_jd_ship_and_push_stock_parameters():
     assert ship == {"orderId": "300000000001", "logiCoprId": "463", "logiNo": "JDV000123456789"}
     assert stock == {"skuId": "100012345678", "outerId": "SKU-C", "stockNum": 0}
     assert [c["method"] for c in gw.calls] == ["jingdong.pop.order.shipment", "jingdong.stock.write.updateSkuStock"]
+
+
+def test_pdd_and_jd_ship_whole_orders_only():
+    for client, pid in ((pdd_client(), "240318-1"), (jd_client(), "300000000001")):
+        gw = mount(client, lambda form: (500, "must not be called"))
+        assert not client.ships_parts(["1000000000001", "1000000000002"])
+        with pytest.raises(PlatformError) as info:
+            client.ship(pid, "85", "YT1", line_ids=["1000000000001"])
+        assert info.value.kind == "bad_request" and "按整单发货" in info.value.message and pid in info.value.message
+        assert gw.calls == []
 
 
 def test_jd_ship_failure_is_reported():

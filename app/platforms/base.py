@@ -9,7 +9,7 @@ import abc
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 CN_TZ = dt.timezone(dt.timedelta(hours=8))  # platforms speak Beijing time
 
@@ -159,8 +159,16 @@ class PlatformClient(abc.ABC):
         """One order in full."""
 
     @abc.abstractmethod
-    def ship(self, platform_order_id: str, carrier_code: str, tracking_number: str) -> None:
-        """Write the carrier and tracking number back to the platform (发货回传)."""
+    def ship(self, platform_order_id: str, carrier_code: str, tracking_number: str,
+             line_ids: Optional[Sequence[str]] = None) -> None:
+        """Write the carrier and tracking number back to the platform (发货回传).
+        ``line_ids``: the platform line ids (sub-orders) this parcel carries, to ship only
+        those (拆单发货), where :meth:`ships_parts` allows it; None: the whole order."""
+
+    def ships_parts(self, line_ids: Sequence[str]) -> bool:
+        """Whether :meth:`ship` can ship these sub-orders of one trade apart from the rest
+        (拆单发货). The default: no, the platform's shipment call ships a whole order."""
+        return False
 
     @abc.abstractmethod
     def push_stock(self, merchant_code: str, quantity: int, *, item_id: Optional[str] = None,

@@ -18,7 +18,7 @@ import json
 import logging
 import re
 from decimal import Decimal
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from . import signing
 from .base import Page, PlatformError, PlatformLine, PlatformOrder
@@ -137,8 +137,12 @@ class JdClient(GatewayClient):
         return parse_order(info)
 
     # --- write-back -------------------------------------------------------------
-    def ship(self, platform_order_id: str, carrier_code: str, tracking_number: str) -> None:
+    def ship(self, platform_order_id: str, carrier_code: str, tracking_number: str,
+             line_ids: Optional[Sequence[str]] = None) -> None:
         """``carrier_code`` is JD's logistics company id (logiCoprId)."""
+        if line_ids:  # ships_parts() is False: callers never ask
+            raise PlatformError("unsupported", f"京东接口按整单发货，不能只回传部分子订单（订单 {platform_order_id}）",
+                                kind="bad_request")
         api = "jingdong.pop.order.shipment"
         body = self.call(api, {"orderId": str(platform_order_id), "logiCoprId": str(carrier_code),
                                "logiNo": tracking_number})

@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import re
 from decimal import Decimal
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from . import signing
 from .base import Page, PlatformError, PlatformLine, PlatformOrder
@@ -124,8 +124,12 @@ class PddClient(GatewayClient):
         return parse_order(info)
 
     # --- write-back -------------------------------------------------------------
-    def ship(self, platform_order_id: str, carrier_code: str, tracking_number: str) -> None:
+    def ship(self, platform_order_id: str, carrier_code: str, tracking_number: str,
+             line_ids: Optional[Sequence[str]] = None) -> None:
         """``carrier_code`` is PDD's logistics_id (a number, as text)."""
+        if line_ids:  # ships_parts() is False: callers never ask
+            raise PlatformError("unsupported", f"拼多多接口按整单发货，不能只回传部分子订单（订单 {platform_order_id}）",
+                                kind="bad_request")
         api = "pdd.logistics.online.send"
         body = self._response(api, {"order_sn": platform_order_id, "logistics_id": carrier_code,
                                     "tracking_number": tracking_number}, "logistics_online_send_response")

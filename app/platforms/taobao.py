@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 from urllib.parse import urlsplit
 
 from . import signing
@@ -207,12 +207,25 @@ class TaobaoClient(GatewayClient):
         return order
 
     # --- write-back -------------------------------------------------------------
-    def ship(self, platform_order_id: str, carrier_code: str, tracking_number: str) -> None:
+    def ship(self, platform_order_id: str, carrier_code: str, tracking_number: str,
+             line_ids: Optional[Sequence[str]] = None) -> None:
+        """``line_ids``: the sub-orders (oid) of this parcel, sent as ``is_split=1`` with
+        ``sub_tid`` (拆单发货): the trade shows SELLER_CONSIGNED_PART until every sub-order
+        has shipped, each with its own tracking number."""
         api = "taobao.logistics.offline.send"
-        body = self.call(api, {"tid": platform_order_id, "out_sid": tracking_number, "company_code": carrier_code})
+        params = {"tid": platform_order_id, "out_sid": tracking_number, "company_code": carrier_code}
+        if line_ids:
+            params["is_split"] = "1"
+            params["sub_tid"] = ",".join(str(x) for x in line_ids)
+        body = self.call(api, params)
         if dig(body, "shipping", "is_success") not in (True, "true"):
             raise PlatformError("ship_failed", f"淘宝订单 {platform_order_id} 发货回传失败：平台未确认成功",
                                 kind="bad_request")
+
+    def ships_parts(self, line_ids: Sequence[str]) -> bool:
+        """Taobao ships sub-orders apart, named by their oid. A line imported from a sheet
+        without 子订单编号 has a numbered id (1, 2, …) instead: such a trade ships whole."""
+        return bool(line_ids) and all(str(x).isdigit() and len(str(x)) >= 10 for x in line_ids)
 
     def push_stock(self, merchant_code: str, quantity: int, *, item_id: Optional[str] = None,
                    sku_id: Optional[str] = None) -> None:

@@ -186,6 +186,8 @@ def top_trade(state: SandboxState, shop, o: Order, *, full: bool) -> dict:
             t["seller_memo"] = o.memo
     lines = []
     line_status = "TRADE_CLOSED" if o.refund == "success" else status
+    if line_status == "SELLER_CONSIGNED_PART":  # a sub-order not shipped yet still waits
+        line_status = "WAIT_SELLER_SEND_GOODS"
     for ln in o.lines:
         lst = ln.listing
         d = {
@@ -209,6 +211,12 @@ def top_trade(state: SandboxState, shop, o: Order, *, full: bool) -> dict:
             "logistics_company": TOP_CARRIER_NAMES.get(o.carrier or "", o.carrier) if o.shipped else None,
             "invoice_no": o.tracking if o.shipped else None,
         }
+        if ln.sent is not None and o.refund != "success":  # shipped alone (拆单发货)
+            carrier, tracking, when = ln.sent
+            if o.status == "paid":
+                d["status"] = "WAIT_BUYER_CONFIRM_GOODS"
+            d["consign_time"], d["invoice_no"] = fmt_time(when), tracking
+            d["logistics_company"] = TOP_CARRIER_NAMES.get(carrier, carrier)
         lines.append({k: v for k, v in d.items() if v is not None and v != ""})
     t["orders"] = {"order": lines}
     return {k: v for k, v in t.items() if v is not None and v != ""}
@@ -335,11 +343,28 @@ def top_fullinfo(state: SandboxState, shop, book, p: dict) -> Response:
 def top_offline_send(state: SandboxState, shop, book, p: dict) -> Response:
     _top_required(state, p, "tid", "out_sid", "company_code")
     o = _top_order(state, shop, p)
-    ok, why = state.ship(shop.app_key, o.key, p["company_code"], p["out_sid"])
+    split = str(p.get("is_split") or "0").strip()
+    if split not in ("0", "1"):
+        raise _top_invalid(state, "is_split", f"is_split 只能是 0 或 1：{split}")
+    line_ids = None
+    if split == "1":  # 拆单发货: only the sub-orders in sub_tid
+        line_ids = [x.strip() for x in str(p.get("sub_tid") or "").split(",") if x.strip()]
+        if not line_ids:
+            _top_required(state, {}, "sub_tid")
+    ok, why = state.ship(shop.app_key, o.key, p["company_code"], p["out_sid"], line_ids=line_ids)
     if not ok:
-        # UNCONFIRMED: the real sub_code for "cannot ship in this state" is not known.
-        msg = "订单正在退款中，不能发货" if why == "refunding" else \
-            f"订单状态不允许发货（{platform_status('top', o)}）"
+        # UNCONFIRMED: the real sub_codes for these refusals are not known.
+        kind, _, ref = why.partition(":")
+        if why == "refunding":
+            msg = "订单正在退款中，不能发货"
+        elif kind == "sub_tid":
+            msg = f"子订单 {ref} 不属于订单 {o.key}"
+        elif kind == "sent":
+            msg = f"子订单 {ref} 已经发货"
+        elif why == "not_split":
+            msg = "拆单发货的子订单必须是订单子订单的真子集"
+        else:
+            msg = f"订单状态不允许发货（{platform_status('top', o)}）"
         raise _Reply(top_error(state, 15, "Remote service error", "isv.logistics-offline-service-error", msg))
     return _json({"logistics_offline_send_response": {"shipping": {"is_success": True},
                                                        "request_id": _top_request_id(state)}})

@@ -179,9 +179,10 @@ class Faults:
 
 # --- orders -----------------------------------------------------------------------
 class Line:
-    __slots__ = ("line_id", "code", "title", "spec", "price", "num", "discount", "listing")
+    __slots__ = ("line_id", "code", "title", "spec", "price", "num", "discount", "listing", "sent")
 
     def __init__(self, line_id, code, title, spec, price, num, discount, listing):
+        self.sent = None  # Taobao 拆单发货: (carrier, tracking, time) once this sub-order shipped alone
         self.line_id = line_id  # Taobao oid (int); PDD/JD: not used on the wire
         self.code = code        # merchant code
         self.title = title
@@ -255,6 +256,8 @@ def visible(protocol: str, order: Order) -> bool:
 def platform_status(protocol: str, order: Order) -> str:
     s, r = order.status, order.refund
     if protocol == "top":
+        if s == "paid" and any(ln.sent for ln in order.lines):
+            return "SELLER_CONSIGNED_PART"  # some sub-orders shipped alone (is_split), not all
         return {"unpaid": "WAIT_BUYER_PAY", "paid": "WAIT_SELLER_SEND_GOODS",
                 "shipped": "WAIT_BUYER_CONFIRM_GOODS", "completed": "TRADE_FINISHED",
                 "cancelled": "TRADE_CLOSED_BY_TAOBAO", "closed": "TRADE_CLOSED"}[s]
@@ -954,9 +957,18 @@ class SandboxState:
             o.flag = o.flag % 5 + 1
             self._touch(book, o, now)
 
-    def ship(self, app_key: str, order_id: str, carrier: str, tracking: str) -> tuple[bool, str]:
+    def ship(self, app_key: str, order_id: str, carrier: str, tracking: str,
+             line_ids: Optional[list] = None) -> tuple[bool, str]:
         """Write-back. Returns (ok, message); ok for the first ship and for a repeat
-        with the same tracking number (recorded with ``repeat: true``)."""
+        with the same tracking number (recorded with ``repeat: true``).
+
+        ``line_ids`` (Taobao ``is_split=1`` with ``sub_tid``): ship only these sub-orders
+        (拆单发货). The trade shows SELLER_CONSIGNED_PART until its last sub-order ships,
+        then the usual shipped state; each sub-order keeps its own carrier and tracking
+        number. Refused (message ``sub_tid:<id>``) for an id that is not a sub-order of this
+        trade, ``sent:<id>`` for one already shipped with another number, and ``not_split``
+        when the ids name every sub-order of a trade none of which has shipped (UNCONFIRMED:
+        TOP documents that the sub-orders must be a proper subset of the trade's)."""
         with self.lock:
             book = self.book(app_key)
             o = book.orders.get(str(order_id))
@@ -964,6 +976,42 @@ class SandboxState:
                 return False, "not_found"
             now = self.now()
             repeat = False
+            if line_ids is not None:
+                by_id = {str(ln.line_id): ln for ln in o.lines}
+                wanted = []
+                for lid in line_ids:
+                    ln = by_id.get(str(lid))
+                    if ln is None:
+                        return False, f"sub_tid:{lid}"
+                    if ln not in wanted:
+                        wanted.append(ln)
+                whole = o.tracking if o.status in ("shipped", "completed") else None
+                shipped_as = [ln.sent[1] if ln.sent else whole for ln in wanted]
+                if all(t == tracking for t in shipped_as):
+                    repeat = True
+                else:
+                    for ln, t in zip(wanted, shipped_as):
+                        if t is not None:
+                            return False, f"sent:{ln.line_id}"
+                    if o.status != "paid":
+                        return False, f"status:{o.status}"
+                    if o.refund == "requested":
+                        return False, "refunding"
+                    if len(wanted) == len(o.lines) and not any(ln.sent for ln in o.lines):
+                        return False, "not_split"
+                    for ln in wanted:
+                        ln.sent = (str(carrier), str(tracking), now)
+                    if all(ln.sent for ln in o.lines):
+                        self._event(book, o, "ship", now, carrier=carrier, tracking=tracking)
+                    else:
+                        self._touch(book, o, now)
+                self.writebacks.append({
+                    "platform": book.shop.platform, "shop": book.shop.name, "app_key": app_key,
+                    "order_id": o.key, "carrier_code": carrier, "tracking_number": tracking,
+                    "line_ids": [str(ln.line_id) for ln in wanted], "is_split": True,
+                    "time": fmt_time(now), "ts": now, "repeat": repeat,
+                })
+                return True, "repeat" if repeat else "ok"
             if o.status in ("shipped", "completed") and o.tracking == tracking:
                 repeat = True
             else:
@@ -1021,7 +1069,10 @@ class SandboxState:
             "lines": [{"line_id": str(ln.line_id) if ln.line_id is not None else None,
                        "merchant_code": ln.code, "title": ln.title, "spec": ln.spec, "num": ln.num,
                        "price": money(ln.price), "payment": money(ln.payment),
-                       "item_id": str(ln.listing.item_id), "sku_id": str(ln.listing.sku_id)}
+                       "item_id": str(ln.listing.item_id), "sku_id": str(ln.listing.sku_id),
+                       # shipped alone (拆单发货): this sub-order's own parcel
+                       "carrier_code": ln.sent[0] if ln.sent else None,
+                       "tracking_number": ln.sent[1] if ln.sent else None}
                       for ln in o.lines],
             "version": o.version,
             "checksum": order_checksum(o.key, status, paid, o.name, o.phone, o.province, o.city,

@@ -120,17 +120,35 @@ def _split_root(order_id: int) -> Optional[int]:
         return order_split.root_id(order)
 
 
-def _sent_by_sibling(order: Order) -> Optional[Order]:
-    """Another part of the same split trade whose parcel was already written back."""
+def _parcel(order: Order, client) -> tuple[str, object, bool]:
+    """What the write-back of one part of a split trade (拆分订单) sends:
+
+    * ``("part", ids)``: only these sub-orders (platform line ids), on a platform that
+      ships sub-orders apart (Taobao ``is_split``/``sub_tid``): the part's lines not yet
+      written back with another part's parcel (a line cut in two keeps its sub-order on
+      both parts: the first parcel ships it);
+    * ``("whole", None)``: the whole trade: this parcel holds every sub-order and none has
+      shipped, or the platform ships whole orders only and no part has been written back;
+    * ``("skip", sibling)``: every sub-order of this part was already written back with
+      ``sibling``'s parcel (on a whole-order platform: the first part's shipped the trade).
+
+    The third value: whether the platform ships this trade's sub-orders apart."""
     from . import order_split
 
-    if not order_split.is_split(order):
-        return None
-    rid = order_split.root_id(order)
-    return db.session.execute(
-        select(Order).where((Order.id == rid) | (Order.split_from_id == rid), Order.id != order.id,
-                            Order.writeback_status == "done").order_by(Order.writeback_at, Order.id).limit(1)
-    ).scalar_one_or_none()
+    family = order_split.family(order)
+    done = sorted((o for o in family if o.id != order.id and o.writeback_status == "done"),
+                  key=lambda o: (o.writeback_at or utcnow(), o.id))
+    every = [ln.platform_line_id for o in family for ln in o.lines]
+    if not client.ships_parts(every):
+        return ("skip", done[0], False) if done else ("whole", None, False)
+    sent = {ln.platform_line_id: o for o in done for ln in o.lines}
+    mine = list(dict.fromkeys(ln.platform_line_id for ln in order.lines))
+    left = [x for x in mine if x not in sent]
+    if not left:
+        return "skip", sent[mine[0]] if mine else (done[0] if done else None), True
+    if not sent and set(left) == set(every):
+        return "whole", None, True
+    return "part", left, True
 
 
 def _write_back_locked(order_id: int, final_attempt: bool) -> str:
@@ -141,20 +159,22 @@ def _write_back_locked(order_id: int, final_attempt: bool) -> str:
         if order is None or order.writeback_status not in ("pending", "failed"):
             return "skipped"
         # A part split off here (拆分订单) is written back under the original trade's number:
-        # the platform knows only that one. The platform clients ship a whole trade (Taobao
-        # taobao.logistics.offline.send without is_split/sub_tid, PDD pdd.logistics.online.send,
-        # JD jingdong.pop.order.shipment): the first parcel of the trade tells the platform;
-        # a later parcel of the same trade is not sent again (the platform already shows the
-        # trade shipped and would refuse it) and its event says so.
+        # the platform knows only that one. Taobao ships the sub-orders of each parcel apart
+        # (is_split + sub_tid: the buyer sees each parcel's own tracking number); PDD and JD
+        # ship whole orders only: the first parcel of the trade tells the platform, a later
+        # parcel is not sent again (the platform already shows the trade shipped and would
+        # refuse it) and its event says so.
         platform_id = order_split.root_platform_order_id(order)
-        sibling = _sent_by_sibling(order)
-        if sibling is not None:
-            return _done(order, f"拆分订单：平台订单 {platform_id} 已由 {sibling.platform_order_id}"
-                                f"（{sibling.tracking_number}）回传发货，本包裹 {order.tracking_number or ''}"
-                                f" 未单独回传（平台接口按整单发货）")
         try:
+            client = client_for(order.shop)
+            kind, what, parts = _parcel(order, client) if order_split.is_split(order) else ("whole", None, False)
+            if kind == "skip":
+                by = f"{what.platform_order_id}（{what.tracking_number}）" if what is not None else "其他包裹"
+                return _done(order, f"拆分订单：平台订单 {platform_id} 已由 {by}回传发货，本包裹 "
+                                    f"{order.tracking_number or ''} 未单独回传"
+                                    + ("（本包裹的子订单已随其发货）" if parts else "（平台接口按整单发货）"))
             code = carrier_code(order)
-            client_for(order.shop).ship(platform_id, code, order.tracking_number)
+            client.ship(platform_id, code, order.tracking_number, line_ids=what if kind == "part" else None)
         except PlatformError as exc:
             if exc.retryable and not final_attempt:
                 order.writeback_error = f"{exc.message}（将自动重试）"
@@ -164,7 +184,9 @@ def _write_back_locked(order_id: int, final_attempt: bool) -> str:
         except DomainError as exc:
             return _fail(order, exc.message)
         note = f"{code} {order.tracking_number}"
-        if platform_id != order.platform_order_id:
+        if kind == "part":
+            note += f"（拆单发货：平台订单 {platform_id} 的子订单 {'、'.join(what)}）"
+        elif platform_id != order.platform_order_id:
             note += f"（拆分订单，按平台订单 {platform_id} 回传）"
         return _done(order, note)
 
