@@ -372,6 +372,31 @@ def test_public_page_shows_state_and_timeline_without_pii(app, ids, sandbox):
     assert "****" in html
 
 
+def test_public_page_shows_every_parcel_of_a_split_trade(app, ids, sandbox):
+    """拆分订单: the buyer knows one order number; each part's parcel is found by it (and by
+    a part's own …-拆N number), shown under the platform's number."""
+    from app.extensions import appbuilder
+    from app.services import order_split
+
+    base, _clock = sandbox
+    with app.app_context():
+        order = db.session.get(Order, ids["orders"][ORDER_A])
+        result = order_split.split_order(order.id, {order.lines[0].id: 1},
+                                         user_id=appbuilder.sm.find_user(username="admin").id)
+        part_number = db.session.get(Order, result.new_order_id).platform_order_id
+        ids = dict(ids, orders=dict(ids["orders"], **{part_number: result.new_order_id}))
+        for pid, num in ((ORDER_A, "YT8000000021"), (part_number, "YT8000000022")):
+            _journey(base, num, scenario="normal", started_ago=3600 * 24 * 10)
+            tracking.poll_parcel(_ship(ids, pid, num))
+    client = app.test_client()
+    for number in (ORDER_A, part_number):
+        html = client.post("/track/", data={"order_number": number, "phone_last4": "1111"}).get_data(as_text=True)
+        assert "YT8000000021" in html and "YT8000000022" in html, number
+        assert html.count("已签收") >= 2 and "拆" not in html
+    wrong = client.post("/track/", data={"order_number": part_number, "phone_last4": "1112"}).get_data(as_text=True)
+    assert "YT80000000" not in wrong
+
+
 def test_public_page_wrong_digits_look_exactly_like_an_unknown_order(app, ids, sandbox):
     _signed_parcel(app, ids, sandbox)
     client = app.test_client()

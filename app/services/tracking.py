@@ -304,7 +304,10 @@ def _last4_matches(phone: Optional[str], last4: str) -> bool:
 def public_lookup(order_number: str, last4: str) -> Optional[dict]:
     """What the buyer-facing page may show for an order number + the last 4 digits of
     the receiver's phone: the tracking state and timeline, nothing personal. None when
-    the order is unknown *or* the digits are wrong (the caller shows the same page)."""
+    the order is unknown *or* the digits are wrong (the caller shows the same page).
+
+    A trade split here (拆分订单) is one order to the buyer: its number (or a part's
+    ``…-拆N``) shows the parcels of every part, under the platform's number."""
     number = (order_number or "").strip()
     last4 = (last4 or "").strip()
     if not number or len(number) > 64 or not re.fullmatch(r"\d{4}", last4):
@@ -317,8 +320,13 @@ def public_lookup(order_number: str, last4: str) -> Optional[dict]:
                 break
         if found is None:
             return None
+        from . import order_split
+
+        family = order_split.family(found)
+        root = family[0] if family else found
         parcels = []
-        for p in db.session.scalars(select(Parcel).where(Parcel.order_id == found.id).order_by(Parcel.id)):
+        for p in db.session.scalars(select(Parcel).where(Parcel.order_id.in_([o.id for o in family] or [found.id]))
+                                    .order_by(Parcel.shipped_at, Parcel.id)):
             carrier = db.session.get(Carrier, p.carrier_id) if p.carrier_id else None
             parcels.append({
                 "carrier": carrier.name if carrier else "",
@@ -328,4 +336,4 @@ def public_lookup(order_number: str, last4: str) -> Optional[dict]:
                 "events": [{"time": e.event_time, "context": public_context(e.context, found.receiver_name),
                             "area": e.area} for e in _events(p.id)],
             })
-        return {"order_number": found.platform_order_id, "parcels": parcels}
+        return {"order_number": root.platform_order_id, "parcels": parcels}
