@@ -494,6 +494,81 @@ def test_a_parcel_holding_every_sub_order_ships_the_trade_and_the_other_part_is_
     _clean()
 
 
+def test_a_part_of_a_trade_the_platform_already_shows_shipped_is_not_sent_again(taobao, ids):
+    """The trade was shipped whole before (by an older version of this write-back, or in the
+    platform's back-end): the part's write-back asks the platform first and sends nothing."""
+    from app.platforms import client_for
+    from app.services import writeback
+
+    order, state = taobao["order"], taobao["state"]
+    pid = order.platform_order_id
+    client = client_for(db.session.get(Shop, taobao["shop_id"]))
+    try:
+        client.ship(pid, "SF", "SF2000000041")
+    finally:
+        client.close()
+    result = order_split.split_order(order.id, {_line(order, "TS-WHT-M").id: 1}, user_id=_uid("ops"))
+    child = db.session.get(Order, result.new_order_id)
+    _ship(child, "SF2000000042", ids["carrier"])
+    assert writeback.write_back(child.id) == "done"
+    assert [w["tracking_number"] for w in state.writebacks] == ["SF2000000041"]
+    db.session.expire_all()
+    child = db.session.get(Order, result.new_order_id)
+    assert child.writeback_status == "done" and child.writeback_error is None
+    assert any(e.action == "writeback" and "已随运单 SF2000000041 发货" in (e.note or "")
+               and "SF2000000042 未单独回传" in e.note for e in child.events)
+    _clean()
+
+
+def test_a_trade_without_platform_sub_order_ids_ships_whole_with_its_first_parcel(taobao, ids):
+    """Lines imported from a sheet without 子订单编号 are numbered 1, 2: Taobao cannot be told
+    which parcel holds which sub-order, so the first parcel ships the trade."""
+    from app.services import writeback
+
+    order, state = taobao["order"], taobao["state"]
+    pid = order.platform_order_id
+    for i, ln in enumerate(sorted(order.lines, key=lambda x: x.id), start=1):
+        ln.platform_line_id = str(i)
+    db.session.commit()
+    result = order_split.split_order(order.id, {_line(order, "TS-WHT-M").id: 1}, user_id=_uid("ops"))
+    child = db.session.get(Order, result.new_order_id)
+    _ship(child, "SF2000000051", ids["carrier"])
+    assert writeback.write_back(child.id) == "done"
+    parent = db.session.get(Order, order.id)
+    _ship(parent, "SF2000000052", ids["carrier"])
+    assert writeback.write_back(parent.id) == "done"
+    assert [(w["order_id"], w["tracking_number"], w.get("line_ids")) for w in state.writebacks] == [
+        (pid, "SF2000000051", None)]
+    db.session.expire_all()
+    assert any(e.action == "writeback" and "缺少平台子订单编号" in (e.note or "") and "SF2000000051" in e.note
+               for e in db.session.get(Order, order.id).events)
+    _clean()
+
+
+def test_a_refund_on_a_waiting_sub_order_holds_the_part_still_to_ship(taobao, ids):
+    """While the trade shows SELLER_CONSIGNED_PART (one parcel gone), the buyer asks for a
+    refund: the part still waiting gets 退款中 on the next sync, so it is not packed."""
+    import requests
+
+    from app.services import writeback
+
+    order, sync = taobao["order"], taobao["sync"]
+    result = order_split.split_order(order.id, {_line(order, "TS-WHT-M").id: 1}, user_id=_uid("ops"))
+    child = db.session.get(Order, result.new_order_id)
+    _ship(child, "SF2000000061", ids["carrier"])
+    assert writeback.write_back(child.id) == "done"
+    resp = requests.post(f"{taobao['base']}/_sandbox/shops/{taobao['twin'].app_key}/orders/"
+                         f"{order.platform_order_id}/refund", json={})
+    assert resp.status_code == 200, resp.text
+    time.sleep(1.1)
+    sync.sync_shop(taobao["shop_id"])
+    db.session.expire_all()
+    parent = db.session.get(Order, order.id)
+    assert parent.status in ("to_audit", "to_ship") and "refunding" in parent.active_hold_reasons
+    assert db.session.get(Order, result.new_order_id).status == "shipped"
+    _clean()
+
+
 def test_the_sandbox_refuses_sub_orders_of_another_trade_or_already_shipped(taobao):
     from app.platforms import PlatformError, client_for
 
@@ -503,7 +578,7 @@ def test_the_sandbox_refuses_sub_orders_of_another_trade_or_already_shipped(taob
     client = client_for(db.session.get(Shop, taobao["shop_id"]))
     try:
         for line_ids, message in (([blk, "1234567890123"], "子订单 1234567890123 不属于订单"),
-                                  ([blk, wht], "真子集")):
+                                  ([blk, wht], "不能包含订单的全部子订单")):
             with pytest.raises(PlatformError) as info:
                 client.ship(pid, "SF", "SF2000000031", line_ids=line_ids)
             assert message in info.value.message

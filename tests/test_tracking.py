@@ -372,29 +372,46 @@ def test_public_page_shows_state_and_timeline_without_pii(app, ids, sandbox):
     assert "****" in html
 
 
+def _signed_labels(html: str) -> dict:
+    """tracking number → the state label shown in front of it on the public page."""
+    return dict((num, label) for label, num in re.findall(
+        r'class="oms-state[^"]*">([^<]+)</span>\s*<span class="oms-meta">[^<]*?(YT\d+)</span>', html))
+
+
 def test_public_page_shows_every_parcel_of_a_split_trade(app, ids, sandbox):
     """拆分订单: the buyer knows one order number; each part's parcel is found by it (and by
-    a part's own …-拆N number), shown under the platform's number."""
+    a part's own …-拆N number), shown under the platform's number. A part sent to another
+    receiver (changed by hand) is not shown to someone who knows only the first one's digits."""
     from app.extensions import appbuilder
     from app.services import order_split
 
     base, _clock = sandbox
     with app.app_context():
+        admin = appbuilder.sm.find_user(username="admin").id
         order = db.session.get(Order, ids["orders"][ORDER_A])
-        result = order_split.split_order(order.id, {order.lines[0].id: 1},
-                                         user_id=appbuilder.sm.find_user(username="admin").id)
-        part_number = db.session.get(Order, result.new_order_id).platform_order_id
-        ids = dict(ids, orders=dict(ids["orders"], **{part_number: result.new_order_id}))
+        first = order_split.split_order(order.id, {order.lines[0].id: 1}, user_id=admin)
+        part = db.session.get(Order, first.new_order_id)
+        part_number = part.platform_order_id
+        ids = dict(ids, orders=dict(ids["orders"], **{part_number: part.id}))
         for pid, num in ((ORDER_A, "YT8000000021"), (part_number, "YT8000000022")):
             _journey(base, num, scenario="normal", started_ago=3600 * 24 * 10)
             tracking.poll_parcel(_ship(ids, pid, num))
     client = app.test_client()
     for number in (ORDER_A, part_number):
         html = client.post("/track/", data={"order_number": number, "phone_last4": "1111"}).get_data(as_text=True)
-        assert "YT8000000021" in html and "YT8000000022" in html, number
-        assert html.count("已签收") >= 2 and "拆" not in html
+        assert _signed_labels(html) == {"YT8000000021": "已签收", "YT8000000022": "已签收"}, number
+        assert f"{ORDER_A}-" not in html  # the platform's number, not the part's
     wrong = client.post("/track/", data={"order_number": part_number, "phone_last4": "1112"}).get_data(as_text=True)
     assert "YT80000000" not in wrong
+
+    with app.app_context():  # the part now goes to someone else
+        part = db.session.get(Order, ids["orders"][part_number])
+        part.receiver_name, part.receiver_phone = "孙八", "13900009999"
+        db.session.commit()
+    html = client.post("/track/", data={"order_number": ORDER_A, "phone_last4": "1111"}).get_data(as_text=True)
+    assert _signed_labels(html) == {"YT8000000021": "已签收"}
+    html = client.post("/track/", data={"order_number": part_number, "phone_last4": "9999"}).get_data(as_text=True)
+    assert _signed_labels(html) == {"YT8000000022": "已签收"} and "孙八" not in html
 
 
 def test_public_page_wrong_digits_look_exactly_like_an_unknown_order(app, ids, sandbox):

@@ -165,10 +165,19 @@ class PlatformClient(abc.ABC):
         ``line_ids``: the platform line ids (sub-orders) this parcel carries, to ship only
         those (拆单发货), where :meth:`ships_parts` allows it; None: the whole order."""
 
+    # Whether the platform's shipment call can ship some sub-orders of a trade (拆单发货).
+    partial_shipment = False
+
     def ships_parts(self, line_ids: Sequence[str]) -> bool:
         """Whether :meth:`ship` can ship these sub-orders of one trade apart from the rest
         (拆单发货). The default: no, the platform's shipment call ships a whole order."""
         return False
+
+    def sub_order_shipments(self, platform_order_id: str) -> dict:
+        """Where a platform ships parts: each sub-order (platform line id) of the trade that
+        has shipped or still waits → the tracking number it shipped with ("" if shipped
+        without one), None while it waits. Closed or refunded sub-orders are left out."""
+        raise NotImplementedError(f"{type(self).__name__} ships whole orders only")
 
     @abc.abstractmethod
     def push_stock(self, merchant_code: str, quantity: int, *, item_id: Optional[str] = None,

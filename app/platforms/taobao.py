@@ -32,6 +32,9 @@ TRADE_FIELDS = ",".join([
     "has_buyer_message", *(f"orders.{name}" for name in _ORDER_FIELDS),
 ])
 FULLINFO_FIELDS = TRADE_FIELDS + ",tid_str,buyer_message,seller_memo"
+# What a parcel's write-back of a split trade asks first: which sub-orders still wait.
+SHIPMENT_FIELDS = "tid,status,orders.oid,orders.status,orders.refund_status,orders.invoice_no"
+SHIPPED_LINE_STATES = {"WAIT_BUYER_CONFIRM_GOODS", "TRADE_BUYER_SIGNED", "TRADE_FINISHED"}
 # What a listed trade with a buyer message still needs from fullinfo: a small answer
 # instead of the whole trade again.
 MESSAGE_FIELDS = "tid,buyer_message,seller_memo"
@@ -222,10 +225,28 @@ class TaobaoClient(GatewayClient):
             raise PlatformError("ship_failed", f"淘宝订单 {platform_order_id} 发货回传失败：平台未确认成功",
                                 kind="bad_request")
 
+    partial_shipment = True
+
     def ships_parts(self, line_ids: Sequence[str]) -> bool:
         """Taobao ships sub-orders apart, named by their oid. A line imported from a sheet
         without 子订单编号 has a numbered id (1, 2, …) instead: such a trade ships whole."""
         return bool(line_ids) and all(str(x).isdigit() and len(str(x)) >= 10 for x in line_ids)
+
+    def sub_order_shipments(self, platform_order_id: str) -> dict:
+        """The trade's sub-orders as the platform sees them now (one fullinfo call):
+        oid → its tracking number once shipped ("" without one), None while it waits to
+        ship; refunded or closed sub-orders are left out."""
+        trade = self._fullinfo(str(platform_order_id), SHIPMENT_FIELDS)
+        out = {}
+        for o in as_list(dig(trade, "orders", "order")):
+            oid, status = text(o.get("oid")), text(o.get("status")) or ""
+            if not oid or text(o.get("refund_status")) == "SUCCESS":
+                continue
+            if status in SHIPPED_LINE_STATES:
+                out[oid] = text(o.get("invoice_no")) or ""
+            elif status in ("WAIT_SELLER_SEND_GOODS", "SELLER_CONSIGNED_PART"):
+                out[oid] = None
+        return out
 
     def push_stock(self, merchant_code: str, quantity: int, *, item_id: Optional[str] = None,
                    sku_id: Optional[str] = None) -> None:
@@ -261,6 +282,12 @@ def parse_trade(trade: dict) -> PlatformOrder:
             hold_reason = "refunding"
         elif platform_status == "PAID_FORBID_CONSIGN":
             hold_reason = "platform_locked"
+    elif platform_status == "SELLER_CONSIGNED_PART":
+        # 拆单发货 under way: a refund on a sub-order still waiting stops the parcels still to go
+        # (the parts of a trade split here stay 待发货 locally while the trade shows this).
+        if any(text(o.get("status")) == "WAIT_SELLER_SEND_GOODS"
+               and text(o.get("refund_status")) in REFUND_HOLD_STATES for o in as_list(dig(trade, "orders", "order"))):
+            hold_reason = "refunding"
     created = cn_time(trade.get("created"))
     modified = cn_time(trade.get("modified")) or created
     if modified is None:

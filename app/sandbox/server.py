@@ -340,6 +340,12 @@ def top_fullinfo(state: SandboxState, shop, book, p: dict) -> Response:
     return _json({"trade_fullinfo_get_response": {"trade": trade, "request_id": _top_request_id(state)}})
 
 
+# The trade states as the seller back-end names them (for the zh error texts).
+_TOP_STATUS_ZH = {"WAIT_BUYER_PAY": "等待买家付款", "WAIT_SELLER_SEND_GOODS": "买家已付款",
+                  "SELLER_CONSIGNED_PART": "卖家部分发货", "WAIT_BUYER_CONFIRM_GOODS": "卖家已发货",
+                  "TRADE_FINISHED": "交易成功", "TRADE_CLOSED": "交易关闭", "TRADE_CLOSED_BY_TAOBAO": "交易关闭"}
+
+
 def top_offline_send(state: SandboxState, shop, book, p: dict) -> Response:
     _top_required(state, p, "tid", "out_sid", "company_code")
     o = _top_order(state, shop, p)
@@ -362,9 +368,10 @@ def top_offline_send(state: SandboxState, shop, book, p: dict) -> Response:
         elif kind == "sent":
             msg = f"子订单 {ref} 已经发货"
         elif why == "not_split":
-            msg = "拆单发货的子订单必须是订单子订单的真子集"
+            msg = "拆单发货不能包含订单的全部子订单，请整单发货"
         else:
-            msg = f"订单状态不允许发货（{platform_status('top', o)}）"
+            status = platform_status("top", o)
+            msg = f"订单状态不允许发货（{_TOP_STATUS_ZH.get(status, status)}）"
         raise _Reply(top_error(state, 15, "Remote service error", "isv.logistics-offline-service-error", msg))
     return _json({"logistics_offline_send_response": {"shipping": {"is_success": True},
                                                        "request_id": _top_request_id(state)}})

@@ -307,7 +307,8 @@ def public_lookup(order_number: str, last4: str) -> Optional[dict]:
     the order is unknown *or* the digits are wrong (the caller shows the same page).
 
     A trade split here (拆分订单) is one order to the buyer: its number (or a part's
-    ``…-拆N``) shows the parcels of every part, under the platform's number."""
+    ``…-拆N``) shows the parcels of every part that goes to a receiver with the same last
+    4 phone digits (a part's receiver may have been changed), under the platform's number."""
     number = (order_number or "").strip()
     last4 = (last4 or "").strip()
     if not number or len(number) > 64 or not re.fullmatch(r"\d{4}", last4):
@@ -324,16 +325,19 @@ def public_lookup(order_number: str, last4: str) -> Optional[dict]:
 
         family = order_split.family(found)
         root = family[0] if family else found
+        shown = {o.id: o for o in family if o.id == found.id or _last4_matches(o.receiver_phone, last4)}
+        shown.setdefault(found.id, found)
         parcels = []
-        for p in db.session.scalars(select(Parcel).where(Parcel.order_id.in_([o.id for o in family] or [found.id]))
+        for p in db.session.scalars(select(Parcel).where(Parcel.order_id.in_(sorted(shown)))
                                     .order_by(Parcel.shipped_at, Parcel.id)):
+            receiver = shown[p.order_id].receiver_name
             carrier = db.session.get(Carrier, p.carrier_id) if p.carrier_id else None
             parcels.append({
                 "carrier": carrier.name if carrier else "",
                 "tracking_number": p.tracking_number,
                 "state_label": STATE_ZH.get(p.state, p.state),
                 "signed": p.state == "signed",
-                "events": [{"time": e.event_time, "context": public_context(e.context, found.receiver_name),
+                "events": [{"time": e.event_time, "context": public_context(e.context, receiver),
                             "area": e.area} for e in _events(p.id)],
             })
         return {"order_number": root.platform_order_id, "parcels": parcels}

@@ -120,35 +120,42 @@ def _split_root(order_id: int) -> Optional[int]:
         return order_split.root_id(order)
 
 
-def _parcel(order: Order, client) -> tuple[str, object, bool]:
-    """What the write-back of one part of a split trade (拆分订单) sends:
+def _parcel(order: Order, client) -> tuple[str, object, str]:
+    """What the write-back of one part of a split trade (拆分订单) sends, and why:
 
-    * ``("part", ids)``: only these sub-orders (platform line ids), on a platform that
-      ships sub-orders apart (Taobao ``is_split``/``sub_tid``): the part's lines not yet
-      written back with another part's parcel (a line cut in two keeps its sub-order on
-      both parts: the first parcel ships it);
-    * ``("whole", None)``: the whole trade: this parcel holds every sub-order and none has
-      shipped, or the platform ships whole orders only and no part has been written back;
-    * ``("skip", sibling)``: every sub-order of this part was already written back with
-      ``sibling``'s parcel (on a whole-order platform: the first part's shipped the trade).
-
-    The third value: whether the platform ships this trade's sub-orders apart."""
+    * ``("part", ids, "")``: only these sub-orders (platform line ids), on a platform that
+      ships sub-orders apart (Taobao ``is_split``/``sub_tid``): the part's sub-orders that
+      the platform still shows waiting. A sub-order cut in two (on two parts) ships with
+      the first parcel that holds it; asking the platform, not our records, also covers a
+      parcel written back whole by an older version or shipped in the platform's back-end,
+      and a sibling's call that timed out after it reached the platform.
+    * ``("whole", None, note)``: the whole trade: this parcel holds every sub-order and
+      none has shipped (Taobao wants sub_tid to be a proper subset), or the platform ships
+      whole orders only and no part has been written back.
+    * ``("skip", None, note)``: nothing left to tell the platform; ``note`` says why.
+    """
     from . import order_split
 
-    family = order_split.family(order)
-    done = sorted((o for o in family if o.id != order.id and o.writeback_status == "done"),
-                  key=lambda o: (o.writeback_at or utcnow(), o.id))
-    every = [ln.platform_line_id for o in family for ln in o.lines]
-    if not client.ships_parts(every):
-        return ("skip", done[0], False) if done else ("whole", None, False)
-    sent = {ln.platform_line_id: o for o in done for ln in o.lines}
+    pid = order_split.root_platform_order_id(order)
     mine = list(dict.fromkeys(ln.platform_line_id for ln in order.lines))
-    left = [x for x in mine if x not in sent]
-    if not left:
-        return "skip", sent[mine[0]] if mine else (done[0] if done else None), True
-    if not sent and set(left) == set(every):
-        return "whole", None, True
-    return "part", left, True
+    if not client.partial_shipment or not client.ships_parts(mine):
+        why = "（平台接口按整单发货）" if not client.partial_shipment else "（缺少平台子订单编号，按整单回传）"
+        done = [o for o in order_split.family(order) if o.id != order.id and o.writeback_status == "done"]
+        if not done:
+            return "whole", None, why
+        first = min(done, key=lambda o: (o.writeback_at is None, o.writeback_at, o.id))
+        return "skip", None, (f"拆分订单：平台订单 {pid} 已由 {first.platform_order_id}（{first.tracking_number}）"
+                              f"回传发货，本包裹 {order.tracking_number or ''} 未单独回传{why}")
+    shipments = client.sub_order_shipments(pid)
+    waiting = [x for x in mine if x in shipments and shipments[x] is None]
+    if not waiting:
+        sent = sorted({shipments[x] for x in mine if shipments.get(x)})
+        by = f"已随运单 {'、'.join(sent)} 发货" if sent else "在平台上已发货或已关闭"
+        return "skip", None, (f"拆分订单：平台订单 {pid} 中本包裹的子订单{by}，本包裹 "
+                              f"{order.tracking_number or ''} 未单独回传")
+    if set(waiting) == set(shipments) and all(v is None for v in shipments.values()):
+        return "whole", None, f"（拆分订单：本包裹含平台订单 {pid} 的全部子订单，按整单回传）"
+    return "part", waiting, ""
 
 
 def _write_back_locked(order_id: int, final_attempt: bool) -> str:
@@ -167,12 +174,9 @@ def _write_back_locked(order_id: int, final_attempt: bool) -> str:
         platform_id = order_split.root_platform_order_id(order)
         try:
             client = client_for(order.shop)
-            kind, what, parts = _parcel(order, client) if order_split.is_split(order) else ("whole", None, False)
+            kind, what, why = _parcel(order, client) if order_split.is_split(order) else ("whole", None, "")
             if kind == "skip":
-                by = f"{what.platform_order_id}（{what.tracking_number}）" if what is not None else "其他包裹"
-                return _done(order, f"拆分订单：平台订单 {platform_id} 已由 {by}回传发货，本包裹 "
-                                    f"{order.tracking_number or ''} 未单独回传"
-                                    + ("（本包裹的子订单已随其发货）" if parts else "（平台接口按整单发货）"))
+                return _done(order, why)
             code = carrier_code(order)
             client.ship(platform_id, code, order.tracking_number, line_ids=what if kind == "part" else None)
         except PlatformError as exc:
@@ -186,6 +190,8 @@ def _write_back_locked(order_id: int, final_attempt: bool) -> str:
         note = f"{code} {order.tracking_number}"
         if kind == "part":
             note += f"（拆单发货：平台订单 {platform_id} 的子订单 {'、'.join(what)}）"
+        elif why and why.startswith("（拆分订单"):
+            note += why
         elif platform_id != order.platform_order_id:
             note += f"（拆分订单，按平台订单 {platform_id} 回传）"
         return _done(order, note)
