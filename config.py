@@ -112,6 +112,9 @@ class Config:
     OMS_PROXY_COUNT = int(os.environ.get("OMS_PROXY_COUNT", "0") or 0)
     # Seconds a permission check's answer is reused per process (app/security.py).
     OMS_PERMISSION_CACHE_SECONDS = float(os.environ.get("OMS_PERMISSION_CACHE_SECONDS", "5") or 0)
+    # List pages and REST lists count matching rows up to this many (0: exact counts);
+    # beyond it they show "10,000+" and say count_capped (app/views/interface.py).
+    OMS_LIST_COUNT_CAP = int(os.environ.get("OMS_LIST_COUNT_CAP", "10000") or 0)
 
     # --- language -----------------------------------------------------
     BABEL_DEFAULT_LOCALE = "zh"

@@ -2,6 +2,8 @@
 on every registered view and API (enumerated, not hand-picked)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from flask_appbuilder import ModelRestApi, ModelView
 
@@ -117,6 +119,45 @@ def test_order_list_and_api_show_only_own_shops(app, ids, login):
     assert "3000000000000000001" in html and FOREIGN_ORDER not in html
     ops = login("ops")
     assert ops.get("/api/v1/order/?q=(page_size:100)").json["count"] == 6
+
+
+def test_list_counts_stop_at_the_cap_and_say_so(app, ids, login, monkeypatch):
+    """FAB counts every matching row on each list page and REST list call; OmsInterface
+    counts the first OMS_LIST_COUNT_CAP + 1 only (a COUNT over a LIMITed subquery)."""
+    from sqlalchemy import event
+
+    from app.extensions import db
+
+    ops = login("ops")  # 6 orders in scope
+    statements = []
+    with app.app_context():
+        engine = db.engine
+
+    def capture(conn, cursor, statement, *rest):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        monkeypatch.setitem(app.config, "OMS_LIST_COUNT_CAP", 4)
+        data = ops.get("/api/v1/order/?q=(page_size:100)").json
+        assert (data["count"], data["count_capped"], len(data["result"])) == (5, True, 6)
+        counts = [st for st in statements if "count(" in st.lower()]
+        assert counts and all("LIMIT" in st.upper() for st in counts), counts
+        html = ops.get("/orderview/list/").get_data(as_text=True)
+        assert re.search(r"</strong>\s*4\+", html), "the list page shows 4+"
+
+        monkeypatch.setitem(app.config, "OMS_LIST_COUNT_CAP", 100)
+        data = ops.get("/api/v1/order/?q=(page_size:100)").json
+        assert (data["count"], data["count_capped"]) == (6, False)
+        html = ops.get("/orderview/list/").get_data(as_text=True)
+        assert re.search(r"</strong>\s*6\s", html) and not re.search(r"</strong>\s*6\+", html)
+
+        monkeypatch.setitem(app.config, "OMS_LIST_COUNT_CAP", 0)  # exact, as FAB counts
+        statements.clear()
+        data = ops.get("/api/v1/order/?q=(page_size:2)").json
+        assert (data["count"], data["count_capped"], len(data["result"])) == (6, False, 2)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
 
 
 def test_customer_matched_across_shops_is_visible_to_each_shop_without_the_other_orders(app, ids, login):

@@ -645,8 +645,13 @@ class OmsModelRestApi(ModelRestApi):
                                              reveal=self._reveal_requested(data.get("id")))
 
     def pre_get_list(self, data):
+        from .interface import CappedCount
+
         model = self.datamodel.obj
         data["result"] = [columns.present_row(model, row) for row in data["result"]]
+        # OmsInterface counts up to OMS_LIST_COUNT_CAP: more rows match than "count" says
+        data["count_capped"] = isinstance(data.get("count"), CappedCount)
+        data["count"] = int(data.get("count") or 0)
 
     def _reveal_requested(self, pk) -> bool:
         return False
