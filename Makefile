@@ -64,13 +64,15 @@ browser:
 
 setup: fonts venv translations assets
 
-# The demo shops sync from the local sandbox (platform stand-ins) started here too.
+# The demo shops sync from the local sandbox (platform stand-ins) started here too; the
+# worker starts once the sandbox answers (the demo's first parcels are polled at once).
 run: setup
 	$(BIN)/flask oms init
 	@if [ "$$($(BIN)/flask oms order-count 2>/dev/null | tail -n1)" = "0" ]; then $(BIN)/flask oms demo; fi
 	@echo "店群订单管理：http://$(HOST):$(PORT)/   平台沙箱：$(OMS_SANDBOX_URL)/"
 	@trap 'kill 0' EXIT INT TERM; \
 	  $(BIN)/flask oms sandbox --port $(SANDBOX_PORT) & \
+	  $(BIN)/python -c 'import socket, sys, time; next((1 for _ in range(150) if not socket.socket().connect_ex(("127.0.0.1", int(sys.argv[1]))) or time.sleep(0.2)), 0)' $(SANDBOX_PORT); \
 	  $(BIN)/flask oms worker & \
 	  $(BIN)/flask oms scheduler & \
 	  $(BIN)/gunicorn --workers $(WEB_WORKERS) --bind $(HOST):$(PORT) --access-logfile - run:app
