@@ -177,7 +177,7 @@ class PlatformClient(abc.ABC):
         """Where a platform ships parts: each sub-order (platform line id) of the trade that
         has shipped or still waits → the tracking number it shipped with ("" if shipped
         without one), None while it waits. Closed or refunded sub-orders are left out."""
-        raise NotImplementedError(f"{type(self).__name__} ships whole orders only")
+        raise PlatformError("unsupported", "该平台接口按整单发货，没有子订单发货状态", kind="bad_request")
 
     @abc.abstractmethod
     def push_stock(self, merchant_code: str, quantity: int, *, item_id: Optional[str] = None,

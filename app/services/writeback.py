@@ -130,8 +130,9 @@ def _parcel(order: Order, client) -> tuple[str, object, str]:
       parcel written back whole by an older version or shipped in the platform's back-end,
       and a sibling's call that timed out after it reached the platform.
     * ``("whole", None, note)``: the whole trade: this parcel holds every sub-order and
-      none has shipped (Taobao wants sub_tid to be a proper subset), or the platform ships
-      whole orders only and no part has been written back.
+      none has shipped (Taobao wants sub_tid to be a proper subset; ``note`` says so), or
+      the platform ships whole orders only and no part has been written back (``note``
+      empty: the usual split note).
     * ``("skip", None, note)``: nothing left to tell the platform; ``note`` says why.
     """
     from . import order_split
@@ -142,7 +143,7 @@ def _parcel(order: Order, client) -> tuple[str, object, str]:
         why = "（平台接口按整单发货）" if not client.partial_shipment else "（缺少平台子订单编号，按整单回传）"
         done = [o for o in order_split.family(order) if o.id != order.id and o.writeback_status == "done"]
         if not done:
-            return "whole", None, why
+            return "whole", None, ""
         first = min(done, key=lambda o: (o.writeback_at is None, o.writeback_at, o.id))
         return "skip", None, (f"拆分订单：平台订单 {pid} 已由 {first.platform_order_id}（{first.tracking_number}）"
                               f"回传发货，本包裹 {order.tracking_number or ''} 未单独回传{why}")
@@ -190,7 +191,7 @@ def _write_back_locked(order_id: int, final_attempt: bool) -> str:
         note = f"{code} {order.tracking_number}"
         if kind == "part":
             note += f"（拆单发货：平台订单 {platform_id} 的子订单 {'、'.join(what)}）"
-        elif why and why.startswith("（拆分订单"):
+        elif why:
             note += why
         elif platform_id != order.platform_order_id:
             note += f"（拆分订单，按平台订单 {platform_id} 回传）"
