@@ -346,9 +346,8 @@ def test_another_shops_order_is_not_found_for_a_shop_limited_user(ctx, ids):
 
 
 # --- write-back and re-sync against the Taobao sandbox --------------------------------------------
-@pytest.fixture
-def taobao(ctx):
-    """A Taobao shop pointing at its sandbox twin, with one paid two-line trade synced in."""
+def _platform_trade(twin_index: int):
+    """A shop pointing at its sandbox twin, with one paid two-line trade synced in."""
     import redis
 
     from app.sandbox.server import serve_in_thread
@@ -356,7 +355,7 @@ def taobao(ctx):
     from app.services import sync
     from tests.conftest import TEST_REDIS_URL
 
-    twin = DEMO_SHOPS[1]
+    twin = DEMO_SHOPS[twin_index]
     state = SandboxState(shops=[twin], seed=11, rate_per_minute=0)
     base, stop = serve_in_thread(state)
     redis.Redis.from_url(TEST_REDIS_URL).delete(*[f"oms:sync:shop:{i}" for i in range(1, 20)])
@@ -376,7 +375,20 @@ def taobao(ctx):
     if order.active_hold_reasons:
         order_status.release(order)
     db.session.commit()
-    yield {"base": base, "state": state, "twin": twin, "shop_id": shop.id, "order": order, "sync": sync}
+    return {"base": base, "state": state, "twin": twin, "shop_id": shop.id, "order": order, "sync": sync}, stop
+
+
+@pytest.fixture
+def taobao(ctx):
+    world, stop = _platform_trade(1)
+    yield world
+    stop()
+
+
+@pytest.fixture
+def pdd(ctx):
+    world, stop = _platform_trade(3)
+    yield world
     stop()
 
 
@@ -566,6 +578,30 @@ def test_a_refund_on_a_waiting_sub_order_holds_the_part_still_to_ship(taobao, id
     parent = db.session.get(Order, order.id)
     assert parent.status in ("to_audit", "to_ship") and "refunding" in parent.active_hold_reasons
     assert db.session.get(Order, result.new_order_id).status == "shipped"
+    _clean()
+
+
+def test_a_split_pdd_trade_ships_whole_with_its_first_parcel(pdd, ids):
+    """PDD ships whole orders only: the first parcel writes the trade back; the second is not
+    sent (the platform would refuse it) and its event says why."""
+    from app.services import writeback
+
+    order, state = pdd["order"], pdd["state"]
+    pid = order.platform_order_id
+    result = order_split.split_order(order.id, {_line(order, "TS-WHT-M").id: 1}, user_id=_uid("ops"))
+    child = db.session.get(Order, result.new_order_id)
+    _ship(child, "SF2000000071", ids["carrier"])
+    assert writeback.write_back(child.id) == "done"
+    parent = db.session.get(Order, order.id)
+    _ship(parent, "SF2000000072", ids["carrier"])
+    assert writeback.write_back(parent.id) == "done"
+    assert [(w["order_id"], w["tracking_number"], w.get("line_ids")) for w in state.writebacks] == [
+        (pid, "SF2000000071", None)]
+    db.session.expire_all()
+    assert any(e.action == "writeback" and f"按平台订单 {pid} 回传" in (e.note or "")
+               for e in db.session.get(Order, result.new_order_id).events)
+    assert any(e.action == "writeback" and "未单独回传（平台接口按整单发货）" in (e.note or "")
+               and "SF2000000071" in e.note for e in db.session.get(Order, order.id).events)
     _clean()
 
 
