@@ -203,7 +203,7 @@ def test_push_waits_for_the_debounce_and_many_changes_make_one_push(ctx, ids):
     for on_hand in (10, 12, 9):  # three changes in a row
         _set_stock(a, on_hand)
     first = _pending(listing.id)
-    assert _push(calls, seconds_later=5) == {"pushed": 0, "failed": 0, "shops": 0}
+    assert _push(calls, seconds_later=5) == {"pushed": 0, "failed": 0, "shops": 0, "left": 0}
     assert calls == []
     assert _pending(listing.id) == first  # the marker stays at the first change
     assert _push(calls, seconds_later=11)["pushed"] == 1
@@ -272,7 +272,7 @@ def test_a_failed_push_keeps_the_change_shows_the_zh_error_and_lag_and_retries_l
     calls: list = []
     bad = PlatformError("27", "淘宝会话已失效，请重新授权", kind="auth")
     result = _push(calls, seconds_later=30, fail=bad)
-    assert result == {"pushed": 0, "failed": 2, "shops": 1}
+    assert result == {"pushed": 0, "failed": 2, "shops": 1, "left": 0}
     db.session.expire_all()
     shop = db.session.get(Shop, shop_id)
     for lid in (la.id, lb.id):  # the shop-wide error is shown on every listing that waits for it
@@ -290,6 +290,73 @@ def test_a_failed_push_keeps_the_change_shows_the_zh_error_and_lag_and_retries_l
     shop = db.session.get(Shop, shop_id)
     assert shop.last_stock_push_error is None and shop.stock_push_lag_seconds is None
     assert db.session.get(ShopListing, la.id).last_push_error is None
+
+
+class CountingClient(FakeClient):
+    """A shop's client that fails every push with ``fail`` and counts the attempts."""
+
+    def __init__(self, calls, attempts, fail=None):
+        super().__init__(calls, fail=fail)
+        self.attempts = attempts
+
+    def push_stock(self, merchant_code, quantity, **kw):
+        self.attempts.append(merchant_code)
+        return super().push_stock(merchant_code, quantity, **kw)
+
+
+def test_a_slow_gateway_does_not_hold_up_the_other_shops(ctx, ids):
+    """Shop A's gateway times out: after two failures in a row its other listings wait for the
+    retry (recorded with the same error, not tried), and shop B is pushed in the same run."""
+    shop_a, shop_b = ids["shops"]["A"], ids["shops"]["B"]
+    _enable(shop_a)
+    _enable(shop_b)
+    codes = [f"SLOW-{i}" for i in range(5)]
+    for i, code in enumerate(codes):
+        _set_stock(_sku(code), 10 + i)
+        _listing(shop_a, code, "3001", str(i))
+    _set_stock(_sku("FAST-1"), 7)
+    fast = _listing(shop_b, "FAST-1", "4001", "1")
+    calls, attempts = [], []
+    timeout = PlatformError("timeout", "拼多多接口超过 15 秒未响应，稍后重试", kind="server")
+    clients = {shop_a: CountingClient(calls, attempts, fail=timeout), shop_b: CountingClient(calls, attempts)}
+    now = utcnow() + dt.timedelta(seconds=30)
+    result = stock_push.push_due(10, now=now, client_factory=lambda shop: clients[shop.id])
+    assert result == {"pushed": 1, "failed": 5, "shops": 2, "left": 0}
+    assert len([a for a in attempts if a.startswith("SLOW-")]) == stock_push.SHOP_FAILURE_STREAK
+    assert calls == [("FAST-1", 7, "4001", "1")]
+    db.session.expire_all()
+    rows = db.session.scalars(select(ShopListing).where(ShopListing.shop_id == shop_a)).all()
+    assert len(rows) == 5 and all(r.last_push_error == timeout.message and r.push_pending_since for r in rows)
+    assert _pending(fast.id) is None
+
+
+def test_a_run_stops_at_its_time_budget_and_the_next_run_goes_on(ctx, ids):
+    shop_id = ids["shops"]["A"]
+    _enable(shop_id)
+    _set_stock(_sku("CMP-A"), 10)
+    listing = _listing(shop_id, "CMP-A", "1001", "1")
+    calls: list = []
+    now = utcnow() + dt.timedelta(seconds=30)
+    result = stock_push.push_due(10, now=now, client_factory=lambda shop: FakeClient(calls), budget_seconds=0)
+    assert result == {"pushed": 0, "failed": 0, "shops": 1, "left": 1} and calls == []
+    assert _pending(listing.id) is not None  # still marked, no error recorded
+    assert db.session.get(ShopListing, listing.id).last_push_error is None
+    assert _push(calls, seconds_later=31)["pushed"] == 1 and calls == [("CMP-A", 10, "1001", "1")]
+
+
+def test_the_jobs_own_timeout_ends_the_run_and_frees_the_lock(ctx, ids):
+    from rq.timeouts import JobTimeoutException
+
+    shop_id = ids["shops"]["A"]
+    _enable(shop_id)
+    _set_stock(_sku("CMP-A"), 10)
+    listing = _listing(shop_id, "CMP-A", "1001", "1")
+    calls: list = []
+    with pytest.raises(JobTimeoutException):
+        _push(calls, seconds_later=30, fail=JobTimeoutException("Task exceeded maximum timeout value"))
+    db.session.rollback()
+    assert db.session.get(ShopListing, listing.id).last_push_error is None  # not a push failure
+    assert _push(calls, seconds_later=31)["pushed"] == 1  # the lock was released
 
 
 def test_upsert_keys_by_platform_ids_and_matches_codes_later(ctx, ids):
@@ -313,6 +380,9 @@ def test_the_scheduler_runs_the_push_every_ten_seconds(ctx):
 
     jobs = [j for j in build_scheduler().get_jobs() if j.func is push_due_job]
     assert len(jobs) == 1 and jobs[0].interval == 10
+    # the job may run longer than one run's budget, and the run lock outlives the job
+    timeout = jobs[0].job_options["job_timeout"]
+    assert stock_push.RUN_BUDGET_SECONDS < timeout == stock_push.JOB_TIMEOUT < stock_push.LOCK_TIMEOUT
 
 
 def test_listing_page_shows_the_derivation_and_the_error(app, ids, login):

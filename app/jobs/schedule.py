@@ -12,6 +12,7 @@ from app.jobs.stock_push import push_due_job
 from app.jobs.sync import dispatch_due_syncs
 from app.jobs.tracking import check_logistics_exceptions, dispatch_due_tracking
 from app.jobs.writeback import sweep_pending_writebacks
+from app.services import stock_push
 
 
 def build_scheduler() -> CronScheduler:
@@ -22,7 +23,8 @@ def build_scheduler() -> CronScheduler:
                        result_ttl=600)
     scheduler.register(sweep_pending_writebacks, queue_name="default", interval=300, name="writeback-sweep",
                        result_ttl=3600)
-    scheduler.register(push_due_job, queue_name="sync", interval=10, name="stock-push", result_ttl=600)
+    scheduler.register(push_due_job, queue_name="sync", interval=10, name="stock-push", result_ttl=600,
+                       job_timeout=stock_push.JOB_TIMEOUT)
     # 库存预警: changes are evaluated after each stock commit; this sweep catches up the rest.
     scheduler.register(evaluate_stock_alerts, queue_name="default", interval=300, name="stock-alerts",
                        result_ttl=600)

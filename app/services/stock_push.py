@@ -44,11 +44,13 @@ import contextlib
 import datetime as dt
 import logging
 import math
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Callable, Iterable, Optional
 
 from sqlalchemy import event, func, inspect, literal, or_, select, update
+from rq.timeouts import JobTimeoutException
 from sqlalchemy.orm import Session
 
 from app.extensions import db
@@ -67,6 +69,14 @@ PUSH_PLATFORMS = ("taobao", "tmall", "pdd", "jd")
 # These failures concern the whole shop (credentials, ban, gateway down): the
 # shop's other listings are not tried in the same run.
 SHOP_WIDE_FAILURES = ("auth", "rate_limit", "network")
+# A shop whose gateway fails this many pushes in a row (timeouts, 5xx) is left for the retry:
+# one slow gateway must not spend the run on every listing of its shop.
+SHOP_FAILURE_STREAK = 2
+# A run starts no new push after this many seconds; what is left stays marked for the next
+# run (the job's timeout, JOB_TIMEOUT, is well above it, and the run lock above that).
+RUN_BUDGET_SECONDS = 120
+JOB_TIMEOUT = 300
+LOCK_TIMEOUT = JOB_TIMEOUT + 60
 
 
 class StockPushBusy(DomainError):
@@ -298,22 +308,25 @@ def request_push(listing_ids: Iterable[int]) -> int:
 
 
 # --- pushing ------------------------------------------------------------------------
-def _lock(timeout: int = 600):
+def _lock(timeout: int = LOCK_TIMEOUT):
     from app.jobs.queue import redis_conn
 
     return redis_conn().lock("oms:stock_push", timeout=timeout, blocking=False)
 
 
 def push_due(debounce_seconds: float = DEBOUNCE_SECONDS, *, now: Optional[dt.datetime] = None,
-             client_factory: Callable = client_for, limit: int = 5000) -> dict:
-    """Push every listing whose pending marker is older than the debounce. Runs as the
-    system (all shops), one run at a time. Returns counts."""
+             client_factory: Callable = client_for, limit: int = 5000,
+             budget_seconds: float = RUN_BUDGET_SECONDS) -> dict:
+    """Push every listing whose pending marker is older than the debounce, the longest
+    waiting first, until ``budget_seconds`` have passed (the rest waits for the next run).
+    Runs as the system (all shops), one run at a time. Returns counts."""
     lock = _lock()
     if not lock.acquire():
         raise StockPushBusy("库存同步正在进行，请稍后再试")
     try:
         with as_scope(None):
-            return _push_due(debounce_seconds, now or utcnow(), client_factory, limit)
+            deadline = time.monotonic() + budget_seconds
+            return _push_due(debounce_seconds, now or utcnow(), client_factory, limit, deadline)
     finally:
         with contextlib.suppress(Exception):  # expired: another run may hold it now
             lock.release()
@@ -329,7 +342,7 @@ def _due(now: dt.datetime, debounce_seconds: float, limit: int) -> list[tuple[in
                ShopListing.sku_id.is_not(None), Shop.active.is_(True), Shop.stock_push_enabled.is_(True),
                Shop.platform.in_(PUSH_PLATFORMS),
                or_(ShopListing.last_push_error_at.is_(None), ShopListing.last_push_error_at <= retry_cutoff))
-        .order_by(ShopListing.shop_id, ShopListing.push_pending_since, ShopListing.id)
+        .order_by(ShopListing.push_pending_since, ShopListing.id)
         .limit(limit))]
 
 
@@ -353,29 +366,37 @@ def _failed(listing: ShopListing, message: str) -> None:
     db.session.commit()
 
 
-def _push_due(debounce_seconds, now, client_factory, limit) -> dict:
+def _push_due(debounce_seconds, now, client_factory, limit, deadline=None) -> dict:
     due = _due(now, debounce_seconds, limit)
-    by_shop: dict[int, list[tuple[int, int]]] = {}
+    by_shop: dict[int, list[tuple[int, int]]] = {}  # shops in the order of their longest wait
     for shop_id, listing_id, seq in due:
         by_shop.setdefault(shop_id, []).append((listing_id, seq))
-    totals = {"pushed": 0, "failed": 0, "shops": len(by_shop)}
+    totals = {"pushed": 0, "failed": 0, "shops": len(by_shop), "left": 0}
     cache: dict = {}
     for shop_id, items in by_shop.items():
-        pushed, failed = _push_shop(shop_id, items, client_factory, cache)
+        pushed, failed, left = _push_shop(shop_id, items, client_factory, cache, deadline)
         totals["pushed"] += pushed
         totals["failed"] += failed
+        totals["left"] += left
     return totals
 
 
-def _push_shop(shop_id: int, items, client_factory, cache) -> tuple[int, int]:
+def _push_shop(shop_id: int, items, client_factory, cache, deadline=None) -> tuple[int, int, int]:
+    """Push one shop's due listings; returns (pushed, failed, left for the next run)."""
     shop = db.session.get(Shop, shop_id)
-    pushed = failed = 0
+    pushed = failed = streak = 0
     error: Optional[str] = None
+    if deadline is not None and time.monotonic() >= deadline:
+        return 0, 0, len(items)
     try:
         client = client_factory(shop)
     except PlatformError as exc:
         client, error = None, exc.message
+    left = 0
     for n, (listing_id, seq) in enumerate(items):
+        if client is not None and deadline is not None and time.monotonic() >= deadline:
+            left = len(items) - n  # still marked: the next run (10 s later) goes on
+            break
         listing = db.session.get(ShopListing, listing_id)
         if listing is None or listing.sku_id is None:
             continue
@@ -391,9 +412,12 @@ def _push_shop(shop_id: int, items, client_factory, cache) -> tuple[int, int]:
             _failed(listing, exc.message)
             failed += 1
             error = exc.message
-            if exc.kind in SHOP_WIDE_FAILURES:
-                client = None
+            streak = streak + 1 if exc.kind == "server" else 0
+            if exc.kind in SHOP_WIDE_FAILURES or streak >= SHOP_FAILURE_STREAK:
+                client = None  # the rest of the shop is recorded with this error, retried later
             continue
+        except JobTimeoutException:
+            raise  # the job's own timeout: end the run (its lock is released), do not record it
         except Exception as exc:  # a bug or bad data: recorded, the other shops go on
             log.exception("stock push of listing %s failed", listing_id)
             db.session.rollback()
@@ -405,6 +429,7 @@ def _push_shop(shop_id: int, items, client_factory, cache) -> tuple[int, int]:
             continue
         _pushed(listing, seq, quantity)
         pushed += 1
+        streak = 0
     shop = db.session.get(Shop, shop_id)
     if pushed:
         shop.last_stock_push_at = utcnow()
@@ -415,7 +440,7 @@ def _push_shop(shop_id: int, items, client_factory, cache) -> tuple[int, int]:
         shop.last_stock_push_error = None
         shop.last_stock_push_error_at = None
     db.session.commit()
-    return pushed, failed
+    return pushed, failed, left
 
 
 # --- listings -------------------------------------------------------------------------
