@@ -80,6 +80,38 @@ def test_inbound_writes_movements_with_user_and_source_and_serves_held_orders_fi
     assert stock.check_ledger() == []
 
 
+def test_a_document_marks_its_listings_once_after_every_stock_row_is_locked(ctx, monkeypatch):
+    """Listings (库存同步) are locked after the stock rows, by every writer: a two-line document
+    that marked per line would lock a listing between its two stock rows and could deadlock
+    with a reservation of the second row."""
+    events = []
+    real_move, real_mark = stock.move, stock._mark
+
+    def move(*a, **kw):
+        events.append(("move", a[1]))
+        return real_move(*a, **kw)
+
+    def mark(sku_ids):
+        sku_ids = list(sku_ids)
+        events.append(("mark", sorted(sku_ids)))
+        return real_mark(sku_ids)
+
+    monkeypatch.setattr(stock, "move", move)
+    monkeypatch.setattr(stock, "_mark", mark)
+    blk, wht = _sku("TS-BLK-L"), _sku("TS-WHT-M")
+    docs.inbound(_hz(), [L(2, "TS-BLK-L", 3), L(3, "TS-WHT-M", 4)])
+    moves = [e for e in events if e[0] == "move"]
+    assert [e[1] for e in moves] == [blk.id, wht.id]
+    assert events[len(moves):] == [("mark", sorted([blk.id, wht.id]))]  # once, after both moves
+    assert _stock("TS-BLK-L")[0] == N + 3 and _stock("TS-WHT-M")[0] == N + 4
+
+    events.clear()  # a refused document marks nothing
+    with pytest.raises(ValidationError):
+        docs.adjust(_hz(), [L(2, "TS-BLK-L", 1, "盘盈"),
+                            L(3, "TS-WHT-M", -(N + 5), "报损")])
+    assert not [e for e in events if e[0] == "mark"]
+
+
 def test_inbound_without_a_source_document_gets_a_number(ctx):
     result = docs.inbound("杭州仓", [L(1, "TS-BLK-L", 1)])
     assert re.fullmatch(r"RK-\d{14,17}", result.source_ref)

@@ -37,6 +37,8 @@ Orders (hooked into :func:`app.services.order_status.apply`):
 """
 from __future__ import annotations
 
+import contextlib
+
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Optional
@@ -139,12 +141,42 @@ def move(warehouse_id: int, sku_id: int, movement_type: str, on_hand_delta: int 
                        user_id=user_id, note=note, created_at=utcnow())
     db.session.add(mv)
     if mark:  # Core UPDATEs do not pass through the ORM flush listener: mark the listings here.
-        _mark([sku_id])
+        deferred = db.session.info.get(_DEFERRED_MARKS)
+        if deferred is not None:
+            deferred.append(sku_id)
+        else:
+            _mark([sku_id])
     # Loaded Stock objects of this row are now stale.
     for obj in list(db.session.identity_map.values()):
         if isinstance(obj, Stock) and obj.warehouse_id == warehouse_id and obj.sku_id == sku_id:
             db.session.expire(obj)
     return mv
+
+
+_DEFERRED_MARKS = "oms_stock_deferred_marks"
+
+
+@contextlib.contextmanager
+def marks_after_stock_locks():
+    """For a writer that moves several stock rows in one transaction (a document's lines,
+    a bundle's components, a return): inside the block :func:`move` collects the SKUs, and
+    their listings (库存同步) are marked once at the end, after every stock row of the block
+    is locked. Marking per move would lock a listing between two stock rows, against the
+    order every writer keeps (stock rows, then listings), and such a document could
+    deadlock with a reservation of the other row. Nested blocks join the outer one; a block
+    that raises marks nothing (its transaction is rolled back)."""
+    info = db.session.info
+    if _DEFERRED_MARKS in info:
+        yield
+        return
+    info[_DEFERRED_MARKS] = []
+    try:
+        yield
+        skus = info.get(_DEFERRED_MARKS) or []
+    finally:
+        info.pop(_DEFERRED_MARKS, None)
+    if skus:
+        _mark(dict.fromkeys(skus))
 
 
 def _mark(sku_ids) -> None:
@@ -193,8 +225,9 @@ def inbound(warehouse_id: int, sku_id: int, quantity: int, *, source_ref: Option
     """入库: add on hand, then reserve held 缺货 orders first-paid first-served.
     Returns the ids of the orders that got their stock."""
     _check_qty(quantity)
-    for comp_id, qty in sorted(expand([(sku_id, quantity)]).items()):
-        move(warehouse_id, comp_id, "inbound", qty, source_ref=source_ref, user_id=user_id, note=note)
+    with marks_after_stock_locks():  # a bundle adds to each of its components
+        for comp_id, qty in sorted(expand([(sku_id, quantity)]).items()):
+            move(warehouse_id, comp_id, "inbound", qty, source_ref=source_ref, user_id=user_id, note=note)
     return reallocate_held(user_id=user_id) if reallocate else []
 
 

@@ -265,6 +265,7 @@ def inbound(warehouse, lines: Sequence[Line], *, source_ref: Optional[str] = Non
     ref, note = _source_ref("inbound", source_ref), _note(note)
     checked = _check("inbound", wh, lines)
 
+    @stock.marks_after_stock_locks()
     def write():
         for ln, sku, qty in checked:
             try:
@@ -290,6 +291,7 @@ def adjust(warehouse, lines: Sequence[Line], *, source_ref: Optional[str] = None
         if len(ln.reason.strip()) > 500:
             raise DocumentInvalid([f"{_where(ln)}「原因」最多 500 个字符"], "reason")
 
+    @stock.marks_after_stock_locks()
     def write():
         for ln, sku, qty in checked:
             try:

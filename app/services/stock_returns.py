@@ -345,12 +345,13 @@ def receive_return(order: Union[int, str, Order], quantities: Optional[dict] = N
         note = stock_documents._note(note)
         wanted, booked = _plan(order, quantities)
         mv_note = note or f"订单 {order.platform_order_id} 退货"
-        for sku_id in sorted(booked):
-            try:
-                stock.move(wh.id, sku_id, "return", booked[sku_id], order_id=order.id, source_ref=ref,
-                           user_id=user_id, note=mv_note)
-            except DomainError as exc:
-                raise ValidationError(f"{exc.message}。未写入任何库存。", "quantity") from None
+        with stock.marks_after_stock_locks():
+            for sku_id in sorted(booked):
+                try:
+                    stock.move(wh.id, sku_id, "return", booked[sku_id], order_id=order.id, source_ref=ref,
+                               user_id=user_id, note=mv_note)
+                except DomainError as exc:
+                    raise ValidationError(f"{exc.message}。未写入任何库存。", "quantity") from None
         what = "、".join(f"{line.title}{('（' + line.merchant_code + '）') if line.merchant_code else ''} ×{n}"
                          for _row, line, n in wanted)
         text = f"退货入库 {ref}（{wh.name}）：{what}"
