@@ -151,6 +151,27 @@ def test_bundle_is_the_minimum_over_shared_components_in_active_warehouses(ctx):
     assert stock_push.available_for_sku(empty.id) == 0
 
 
+def test_a_component_or_a_sku_with_stock_cannot_be_ticked_as_a_bundle(ctx):
+    """Bundles do not nest (stock, push and reservation expand one level), and a bundle has no
+    stock of its own: ticking 组合装 is refused with the reason, and nothing is saved."""
+    from app.services.catalog import validate_sku
+
+    a, b = _sku("NEST-A"), _sku("NEST-B")
+    x = _sku("NEST-X", bundle_of=[(a, 2)])
+    db.session.commit()
+    a.is_bundle = True
+    with pytest.raises(ValidationError, match="「NEST-A」是组合装「NEST-X」的组成商品，不能设为组合装"):
+        validate_sku(a)
+    db.session.rollback()
+    _set_stock(b, 3)
+    b.is_bundle = True
+    with pytest.raises(ValidationError, match="「NEST-B」还有库存（实物 3，占用 0），不能设为组合装"):
+        validate_sku(b)
+    db.session.rollback()
+    validate_sku(x)  # an existing bundle saved again is fine
+    assert not db.session.get(Sku, a.id).is_bundle and not db.session.get(Sku, b.id).is_bundle
+
+
 # --- marking and the debounce -------------------------------------------------------------
 class FakeClient:
     def __init__(self, calls, fail=None, during_push=None):
