@@ -265,6 +265,68 @@ def test_two_syncs_of_one_shop_do_not_overlap(shop_id):
     assert db.session.query(SyncRun).filter_by(shop_id=shop_id).count() == 0
 
 
+def test_a_run_that_lost_its_lock_to_another_run_stops_before_writing_the_next_batch(shop_id, monkeypatch):
+    """A backfill can outlast the lock's timeout: each batch renews it. If it expired and
+    another run of the shop took it, this run stops, the batch in hand is not written, and
+    what was committed before stays (checkpoint at the last committed batch)."""
+    from flask import current_app
+
+    monkeypatch.setitem(current_app.config, "OMS_SYNC_BATCH_ORDERS", 1)
+    key = f"oms:sync:shop:{shop_id}"
+    orders = [po(f"L{i}", modified=NOW - dt.timedelta(hours=20 - 6 * i)) for i in range(3)]
+
+    real, calls = sync._keep_lock, []
+
+    def keep(lock):  # 1: before batch 1 is applied, 2: before it is committed, 3: before batch 2
+        calls.append(1)
+        if len(calls) == 3:  # meanwhile the lock expired and another run took it
+            redis.Redis.from_url(TEST_REDIS_URL).set(key, "another-run")
+        real(lock)
+
+    monkeypatch.setattr(sync, "_keep_lock", keep)
+    run = sync.sync_shop(shop_id, now=NOW, client=ScriptedClient(orders), sleep=lambda s: None)
+    assert run.status == "failed" and "同步锁已超时并被另一次同步占用" in run.error
+    assert {pid for pid in _orders(shop_id) if pid.startswith("L")} == {"L0"}
+    assert db.session.get(Shop, shop_id).sync_checkpoint == NOW - dt.timedelta(hours=18)
+    assert db.session.get(Shop, shop_id).last_sync_error is None
+    assert redis.Redis.from_url(TEST_REDIS_URL).get(key) == b"another-run"  # not released by the loser
+    redis.Redis.from_url(TEST_REDIS_URL).delete(key)
+
+
+def test_the_lock_is_renewed_for_each_batch(shop_id, monkeypatch):
+    from flask import current_app
+
+    monkeypatch.setitem(current_app.config, "OMS_SYNC_BATCH_ORDERS", 1)
+    key = f"oms:sync:shop:{shop_id}"
+    r = redis.Redis.from_url(TEST_REDIS_URL)
+    real, renewed = sync._keep_lock, []
+
+    def keep(lock):
+        assert r.pexpire(key, 5000)  # as if most of the timeout had passed; still this run's lock
+        real(lock)
+        renewed.append(r.pttl(key))
+
+    monkeypatch.setattr(sync, "_keep_lock", keep)
+    client = ScriptedClient([po(f"R{i}", modified=NOW - dt.timedelta(hours=20 - 6 * i)) for i in range(3)])
+    run = sync.sync_shop(shop_id, now=NOW, client=client, sleep=lambda s: None)
+    assert run.status == "success" and run.created == 3
+    assert len(renewed) >= 3 and all(ttl > 500_000 for ttl in renewed)  # back to the full 600 s each time
+
+
+def test_a_shop_without_backfill_starts_from_now(shop_id):
+    shop = db.session.get(Shop, shop_id)
+    shop.backfill_days = 0
+    db.session.commit()
+    client = ScriptedClient([po("OLD-1", modified=NOW - dt.timedelta(hours=1))])
+    run = sync.sync_shop(shop_id, now=NOW, client=client, sleep=lambda s: None)
+    assert run.status == "success" and run.fetched == 0
+    assert db.session.get(Shop, shop_id).sync_checkpoint == NOW
+    client.orders["NEW-1"] = po("NEW-1", modified=NOW + dt.timedelta(minutes=1))
+    run = sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=2), client=client, sleep=lambda s: None)
+    assert run.status == "success" and (run.fetched, run.created) == (1, 1) and "OLD-1" not in _orders(shop_id)
+    assert "NEW-1" in _orders(shop_id)
+
+
 def test_masked_platform_phone_is_kept_not_refused(shop_id):
     sync.sync_shop(shop_id, now=NOW, client=ScriptedClient([po("T1", receiver_phone="151********")]))
     assert _orders(shop_id)["T1"].receiver_phone == "151********"

@@ -140,6 +140,23 @@ def _lock(shop_id: int, timeout: int = 600):
     return redis_conn().lock(f"oms:sync:shop:{shop_id}", timeout=timeout, blocking=False)
 
 
+class LockLost(DomainError):
+    pass
+
+
+def _keep_lock(lock) -> None:
+    """Renew the shop's sync lock for another full timeout (a backfill may run longer than
+    one), before each batch is applied and committed. If it expired and another run took
+    it, this run must stop: two runs of one shop would apply the same orders twice."""
+    from redis.exceptions import LockNotOwnedError
+
+    try:
+        lock.reacquire()
+    except LockNotOwnedError:
+        if not lock.acquire():  # expired, and another run holds it now
+            raise LockLost("同步锁已超时并被另一次同步占用，本次同步已停止（未写入本批订单），下次同步会继续") from None
+
+
 def is_syncing(shop_id: int) -> bool:
     from app.jobs.queue import redis_conn
 
@@ -614,13 +631,15 @@ def sync_shop(shop_id: int, *, trigger: str = "schedule", now: Optional[dt.datet
         raise SyncBusy("该店铺正在同步，请稍后再试")
     try:
         with as_scope(None):
-            return _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_pages, bulk)
+            return _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_pages, bulk,
+                                keep_lock=lambda: _keep_lock(lock))
     finally:
         with contextlib.suppress(Exception):  # expired: another run may hold it now
             lock.release()
 
 
-def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_pages, bulk=True) -> SyncRun:
+def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_pages, bulk=True,
+                 keep_lock: Callable[[], None] = lambda: None) -> SyncRun:
     shop = db.session.get(Shop, shop_id)
     if shop is None:
         raise DomainError(f"店铺不存在：{shop_id}")
@@ -735,6 +754,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
                 raise item
             got, failed = item
             last = got[-1][0]
+            keep_lock()
             run.retries = retries["n"]
             pages = [page for _i, window_pages in got for page in window_pages]
             listed = [po for page in pages for po in page.orders]
@@ -759,6 +779,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
                 shop.sync_checkpoint = windows[advanced[-1]][1]
             if (counts["created"] or counts["updated"] or failed is not None
                     or time.monotonic() - last_commit >= COMMIT_EVERY_S):
+                keep_lock()
                 db.session.commit()
                 ctx.page_done()
                 last_commit = time.monotonic()
@@ -768,6 +789,9 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
                 progress(last + 1, total_windows, f"已同步至 {windows[last][1].isoformat()}")
             if failed is not None:
                 raise failed
+        if shop.sync_checkpoint is None and not advancing:
+            # no backfill (backfill_days 0): nothing to read yet; from now on
+            shop.sync_checkpoint = min(end_limit, now)
         run.status = "success"
         run.retries = retries["n"]
         shop.last_sync_success_at = utcnow()
@@ -777,6 +801,10 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
         db.session.rollback()
         run.status = "failed"
         run.error = "同步被中断"
+    except LockLost as exc:  # another run of this shop goes on: not the shop's error
+        db.session.rollback()
+        run.status = "failed"
+        run.error = exc.message
     except PlatformError as exc:
         db.session.rollback()
         run.status = "failed"
