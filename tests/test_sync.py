@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.models import Order, OrderEvent, Shop, SyncRun
 from app.platforms.base import Page, PlatformClient, PlatformError, PlatformLine, PlatformOrder
-from app.services import sync
+from app.services import order_counts, sync
 from tests.conftest import TEST_REDIS_URL
 
 UTC = dt.timezone.utc
@@ -244,6 +244,21 @@ def test_platform_refund_holds_then_full_refund_closes(shop_id):
     db.session.expire_all()
     order = _orders(shop_id)["T1"]
     assert order.status == "closed" and not order.is_held
+
+
+def test_a_platform_hold_is_released_when_the_platform_ships_the_order_without_it(shop_id):
+    """The buyer withdrew the refund and the seller shipped in the platform's back-end: the
+    order follows to 已发货 and its 退款中 hold goes (only the sync may release it)."""
+    client = ScriptedClient([po("T1", status="to_audit", hold_reason="refunding")])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    assert _orders(shop_id)["T1"].active_hold_reasons == ["refunding"]
+    client.orders["T1"] = po("T1", status="shipped", modified=NOW - dt.timedelta(minutes=1))
+    sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=1), client=client)
+    db.session.expire_all()
+    order = _orders(shop_id)["T1"]
+    assert order.status == "shipped" and not order.is_held and order.active_hold_reasons == []
+    assert any(e.action == "release" and e.note == "平台已解除" for e in order.events)
+    assert order_counts.check() == []
 
 
 def test_unmatched_code_is_stored_with_a_hold(shop_id):

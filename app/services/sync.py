@@ -210,10 +210,14 @@ def _advance_status(order: Order, po: PlatformOrder, split: Optional[bool] = Non
 
 
 def _apply_holds(order: Order, po: PlatformOrder) -> None:
-    if order.status not in order_status.HOLDABLE:
-        return
+    """The platform's holds (退款中, 平台锁定) follow the platform: raised while the order can
+    still be stopped, released whenever the platform no longer reports them, also once the
+    order has left 待审核/待发货 (the buyer withdrew the refund and the seller shipped in the
+    platform's back-end): only the sync may release them, and a shipped order held for ever
+    would stay in 异常."""
     active = set(order.active_hold_reasons)
-    if po.hold_reason and po.hold_reason not in active:
+    holdable = order.status in order_status.HOLDABLE
+    if holdable and po.hold_reason and po.hold_reason not in active:
         order_status.hold(order, po.hold_reason, source="sync", note=f"平台状态：{po.platform_status}")
     for reason in PLATFORM_HOLDS:
         if reason in active and reason != po.hold_reason:
