@@ -38,7 +38,6 @@ Orders (hooked into :func:`app.services.order_status.apply`):
 from __future__ import annotations
 
 import contextlib
-
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Optional

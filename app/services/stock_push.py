@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Callable, Iterable, Optional
 
-from sqlalchemy import event, func, inspect, literal, or_, select, update
 from rq.timeouts import JobTimeoutException
+from sqlalchemy import event, func, inspect, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.extensions import db

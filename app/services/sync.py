@@ -141,7 +141,7 @@ def _lock(shop_id: int, timeout: int = 600):
 
 
 class LockLost(DomainError):
-    pass
+    """The shop's sync lock expired and another run of the shop holds it now."""
 
 
 def _keep_lock(lock) -> None:
