@@ -370,6 +370,82 @@ def test_resync_updates_lines_cost_holds_and_spend(shop_id):
     assert order.customer.total_spent == spent - Decimal("99.00") + Decimal("69.00")
 
 
+def test_the_platform_changing_the_goods_of_an_audited_order_sends_it_back_to_audit(shop_id):
+    """Same oid, another SKU (the buyer changed size before shipping): every line field
+    follows, and the stock reserved for the old goods is released; the order goes back to
+    待审核, and 审单 reserves the new goods. 发货 then deducts what it should."""
+    from app.services import order_status, orders, stock
+
+    client = ScriptedClient([po("G1")])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    order = _orders(shop_id)["G1"]
+    orders.transition(order.id, "audit")
+    order = _orders(shop_id)["G1"]
+    assert order.status == "to_ship" and _reserved_codes(order.id) == {"TS-BLK-L": 1}
+    changed = [PlatformLine(platform_line_id="1", title="纯棉T恤 白", quantity=2, price=Decimal("49.50"),
+                            paid_amount=Decimal("99.00"), merchant_code="TS-WHT-M", spec="白色 M")]
+    client.orders["G1"] = po("G1", lines=changed, modified=NOW - dt.timedelta(minutes=1))
+    run = sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=1), client=client)
+    assert run.updated == 1
+    db.session.expire_all()
+    order = _orders(shop_id)["G1"]
+    line = order.lines[0]
+    assert (line.merchant_code, line.sku.merchant_code, line.title, line.spec, line.quantity) == (
+        "TS-WHT-M", "TS-WHT-M", "纯棉T恤 白", "白色 M", 2)
+    assert line.cost_price == line.sku.cost_price and order.cost_amount == line.sku.cost_price * 2
+    assert order.status == "to_audit" and _reserved_codes(order.id) == {}
+    assert any(e.action == "unaudit" and "平台修改了订单商品" in (e.note or "") for e in order.events)
+    orders.transition(order.id, "audit")
+    assert _reserved_codes(order.id) == {"TS-WHT-M": 2}
+    assert stock.check_ledger() == [] and order_counts.check() == []
+
+
+def test_a_shop_that_reserves_at_payment_reserves_the_new_goods_at_once(shop_id):
+    from app.services import stock
+
+    shop = db.session.get(Shop, shop_id)
+    shop.reserve_at = "payment"
+    db.session.commit()
+    client = ScriptedClient([po("G3")])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    order = _orders(shop_id)["G3"]
+    assert order.status == "to_audit" and _reserved_codes(order.id) == {"TS-BLK-L": 1}
+    changed = [PlatformLine(platform_line_id="1", title="纯棉T恤 白", quantity=3, price=Decimal("33.00"),
+                            paid_amount=Decimal("99.00"), merchant_code="TS-WHT-M")]
+    client.orders["G3"] = po("G3", lines=changed, modified=NOW - dt.timedelta(minutes=1))
+    sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=1), client=client)
+    db.session.expire_all()
+    order = _orders(shop_id)["G3"]
+    assert order.status == "to_audit" and _reserved_codes(order.id) == {"TS-WHT-M": 3}
+    assert stock.check_ledger() == []
+
+
+def test_unchanged_goods_keep_the_reservation(shop_id):
+    from app.services import orders
+
+    client = ScriptedClient([po("G2")])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    orders.transition(_orders(shop_id)["G2"].id, "audit")
+    client.orders["G2"] = po("G2", receiver_address="中山路2号", modified=NOW - dt.timedelta(minutes=1))
+    sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=1), client=client)
+    db.session.expire_all()
+    order = _orders(shop_id)["G2"]
+    assert order.receiver_address == "中山路2号" and order.status == "to_ship"
+    assert _reserved_codes(order.id) == {"TS-BLK-L": 1}
+
+
+def _reserved_codes(order_id):
+    from app.models import Sku
+    from app.services import stock
+
+    out = {}
+    for (_w, sku_id), r in stock.reserved_by_order(order_id).items():
+        if r:
+            code = db.session.get(Sku, sku_id).merchant_code
+            out[code] = out.get(code, 0) + r
+    return out
+
+
 class ListingClient(ScriptedClient):
     """Like a gateway client: every listed order carries the digest of its payload (here
     the digest of its repr), and is listed unparsed (Deferred) when the engine asks."""

@@ -230,7 +230,10 @@ _SYNCED_FIELDS = ("platform_status", "goods_amount", "discount_amount", "post_fe
                   "platform_created_at", "paid_at", "platform_modified_at")
 
 
-def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict, split: Optional[bool] = None) -> None:
+def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict, split: Optional[bool] = None) -> bool:
+    """Apply a changed platform order to the stored one. Returns whether its goods changed
+    (a line added or dropped, or a line's SKU or quantity changed): stock reserved for the
+    old goods must then be reserved again (:func:`_goods_changed`)."""
     data = _order_data(po, po.status)
     # 拆分订单 (``split``; None: look it up): the platform still shows the whole trade; the lines
     # and amounts are ours now.
@@ -259,27 +262,56 @@ def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict, split: Op
                                           new_value=orders._display(name, new),
                                           note=orders.event_note(name), created_at=utcnow()))
     if split:  # nor the platform's tracking number: it is one part's parcel
-        return
+        return False
     by_id = {line.platform_line_id: line for line in order.lines}
+    goods_changed = False
     for pl in po.lines:
         line = by_id.get(pl.platform_line_id)
+        sku = skus_by_code.get(pl.merchant_code) if pl.merchant_code else None
         if line is None:
-            sku = skus_by_code.get(pl.merchant_code) if pl.merchant_code else None
             order.lines.append(OrderLine(platform_line_id=pl.platform_line_id, merchant_code=pl.merchant_code,
                                          sku=sku, title=pl.title[:255], spec=pl.spec, quantity=pl.quantity,
                                          price=pl.price, paid_amount=pl.paid_amount,
                                          cost_price=sku_mapping.line_cost(sku) if sku else Decimal("0.00"),
                                          refund_status=pl.refund_status))
-        else:
-            line.quantity, line.price, line.paid_amount = pl.quantity, pl.price, pl.paid_amount
-            line.refund_status = pl.refund_status
+            goods_changed = True
+            continue
+        if pl.merchant_code != line.merchant_code:  # the buyer or seller changed the item (same oid)
+            line.merchant_code, line.sku = pl.merchant_code, sku
+            line.cost_price = sku_mapping.line_cost(sku) if sku else Decimal("0.00")
+            goods_changed = True
+        if line.quantity != pl.quantity:
+            goods_changed = True
+        line.title, line.spec = pl.title[:255], pl.spec
+        line.quantity, line.price, line.paid_amount = pl.quantity, pl.price, pl.paid_amount
+        line.refund_status = pl.refund_status
     wanted = {pl.platform_line_id for pl in po.lines}
     for line in list(order.lines):
         if line.platform_line_id not in wanted:  # the platform dropped it (delete-orphan)
             order.lines.remove(line)
+            goods_changed = True
     order.cost_amount = sum((ln.cost_price * ln.quantity for ln in order.lines), Decimal("0.00"))
     if po.tracking_number and not order.tracking_number:
         order.tracking_number = po.tracking_number
+    return goods_changed
+
+
+def _goods_changed(order: Order) -> None:
+    """The platform changed the goods of an order that holds stock for the old ones (待发货,
+    or 待审核 in a shop that reserves at payment): 发货 deducts what was reserved, so that
+    reservation goes. A 待发货 order goes back to 待审核 (审单 reserves the new goods); in a shop
+    that reserves at payment the new goods are reserved at once (缺货 hold when short)."""
+    from . import stock, warehouse_choice
+
+    if order.status not in order_status.HOLDABLE or not any(stock.reserved_by_order(order.id).values()):
+        return
+    note = "平台修改了订单商品，原占用库存已释放"
+    if order.status == "to_ship":
+        order_status.apply(order, "unaudit", source="sync", reason=note)
+    stock.release_order(order, note=note)
+    if order_status.reserves_at_payment(order) and not order.is_held and all(ln.sku_id or ln.sku for ln in order.lines):
+        db.session.flush()
+        warehouse_choice.reserve(order, source="sync")
 
 
 def _hold_unmatched(order: Order) -> None:
@@ -332,9 +364,11 @@ def apply_platform_order(shop: Shop, po: PlatformOrder, skus_by_code: dict, know
 
 def _apply_update(order: Order, po: PlatformOrder, digest: str, skus_by_code: dict) -> None:
     split = order_split.is_split(order)  # one query, for every step below
-    _update_order(order, po, skus_by_code, split)
+    goods = _update_order(order, po, skus_by_code, split)
     order.platform_hash = digest
     _after_create_or_update(order, po, created=False, split=split)
+    if goods:
+        _goods_changed(order)
 
 
 def _after_create_or_update(order: Order, po: PlatformOrder, *, created: bool, split: bool = False) -> None:
