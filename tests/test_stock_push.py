@@ -151,6 +151,26 @@ def test_bundle_is_the_minimum_over_shared_components_in_active_warehouses(ctx):
     assert stock_push.available_for_sku(empty.id) == 0
 
 
+def test_a_bundle_counts_what_each_warehouse_can_make_up(ctx):
+    """An order's bundle line ships from one warehouse: components in two warehouses do not
+    make a bundle together."""
+    a, c = _sku("WH-A"), _sku("WH-C")
+    x = _sku("WH-X", bundle_of=[(a, 1), (c, 1)])
+    hz, gz = _warehouse("HZ"), _warehouse("GZ")
+    gz.name = "广州仓"
+    _set_stock(a, 5, warehouse=hz)
+    _set_stock(c, 5, warehouse=gz)
+    assert stock_push.available_for_sku(x.id) == 0  # was 5: min(5, 5) over the summed stock
+    _set_stock(a, 4, warehouse=hz)
+    _set_stock(c, 10, warehouse=hz)
+    _set_stock(a, 6, warehouse=gz)
+    _set_stock(c, 3, warehouse=gz)
+    got = stock_push.availability(x.id)
+    assert got.quantity == 4 + 3
+    assert got.note == ("组合装按仓库：杭州仓 min(WH-A 4÷1=4，WH-C 10÷1=10)=4 + 广州仓 min(WH-A 6÷1=6，WH-C 3÷1=3)=3"
+                        " = 7")
+
+
 def test_a_component_or_a_sku_with_stock_cannot_be_ticked_as_a_bundle(ctx):
     """Bundles do not nest (stock, push and reservation expand one level), and a bundle has no
     stock of its own: ticking 组合装 is refused with the reason, and nothing is saved."""

@@ -118,19 +118,38 @@ def availability(sku_id: int) -> Availability:
         .order_by(Sku.merchant_code)).all()
     if not comps:
         return Availability(0, "组合装没有组成商品 → 0")
-    stock = _stock_available(c[0] for c in comps)
-    parts, counts = [], []
-    for comp_id, qty, code in comps:
-        avail = max(0, stock[comp_id])
-        n = avail // qty if qty and qty > 0 else 0
-        counts.append(n)
-        parts.append(f"{code} {avail}÷{qty}={n}")
-    quantity = min(counts)
-    return Availability(quantity, f"组合装 min({'，'.join(parts)}) = {quantity}")
+    # An order's bundle line ships from one warehouse: a bundle is made up in each active
+    # warehouse from that warehouse's components, and the warehouses add up.
+    ids = sorted({c[0] for c in comps})
+    by_wh: dict = {}
+    for wh_id, wh_name, comp_id, avail in db.session.execute(
+            select(Stock.warehouse_id, Warehouse.name, Stock.sku_id, Stock.on_hand - Stock.reserved)
+            .join(Warehouse, Warehouse.id == Stock.warehouse_id)
+            .where(Warehouse.active.is_(True), Stock.sku_id.in_(ids))
+            .order_by(Warehouse.priority, Warehouse.id)):
+        by_wh.setdefault((wh_id, wh_name), {})[comp_id] = int(avail or 0)
+    terms = []
+    for (_wh_id, wh_name), stock in by_wh.items():
+        parts, counts = [], []
+        for comp_id, qty, code in comps:
+            avail = max(0, stock.get(comp_id, 0))
+            n = avail // qty if qty and qty > 0 else 0
+            counts.append(n)
+            parts.append(f"{code} {avail}÷{qty}={n}")
+        terms.append((wh_name, min(counts), "，".join(parts)))
+    if not terms:
+        parts = "，".join(f"{code} 0÷{qty}=0" for _c, qty, code in comps)
+        return Availability(0, f"组合装 min({parts}) = 0")
+    quantity = sum(n for _w, n, _p in terms)
+    if len(terms) == 1:
+        return Availability(quantity, f"组合装 min({terms[0][2]}) = {quantity}")
+    shown = " + ".join(f"{w} min({p})={n}" for w, n, p in terms)
+    return Availability(quantity, f"组合装按仓库：{shown} = {quantity}")
 
 
 def available_for_sku(sku_id: int) -> int:
-    """可用: Σ(on_hand − reserved) over active warehouses; bundles: min(component // qty)."""
+    """可用: Σ(on_hand − reserved) over active warehouses; bundles: Σ over active warehouses
+    of min(component // qty) in that warehouse."""
     return availability(sku_id).quantity
 
 
