@@ -434,6 +434,28 @@ def test_unchanged_goods_keep_the_reservation(shop_id):
     assert _reserved_codes(order.id) == {"TS-BLK-L": 1}
 
 
+def test_over_long_platform_texts_are_stored_cut_not_refused(shop_id):
+    """An over-long address or spec from the platform must not stop the shop's sync."""
+    lines = [PlatformLine(platform_line_id="1", title="T" * 300, quantity=1, price=Decimal("99.00"),
+                          paid_amount=Decimal("99.00"), merchant_code="TS-BLK-L", spec="颜色:" + "黑" * 300)]
+    client = ScriptedClient([po("X1", receiver_address="文" * 600, buyer_nick="n" * 150, lines=lines)])
+    run = sync.sync_shop(shop_id, now=NOW, client=client)
+    assert run.status == "success" and run.created == 1
+    order = _orders(shop_id)["X1"]
+    assert order.receiver_address == "文" * 500 and order.buyer_nick == "n" * 100
+    assert order.lines[0].title == "T" * 255 and len(order.lines[0].spec) == 255
+
+
+def test_a_platform_order_that_cannot_be_saved_is_named_in_the_run_error(shop_id):
+    client = ScriptedClient([po("BAD-1", paid_amount=Decimal("-5.00"))])
+    with pytest.raises(Exception):
+        sync.sync_shop(shop_id, now=NOW, client=client)
+    db.session.rollback()
+    run = db.session.scalars(select(SyncRun).where(SyncRun.shop_id == shop_id)).one()
+    assert run.status == "failed" and "平台订单 BAD-1 无法保存" in run.error and "不能为负数" in run.error
+    assert "BAD-1" in db.session.get(Shop, shop_id).last_sync_error
+
+
 def _reserved_codes(order_id):
     from app.models import Sku
     from app.services import stock

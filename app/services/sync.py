@@ -53,7 +53,7 @@ from app.platforms import PlatformError, PlatformOrder, client_for
 from app.platforms.base import Deferred, PlatformLine
 
 from . import bulk_orders, order_split, order_status, orders, sku_mapping
-from .errors import DomainError
+from .errors import DomainError, ValidationError
 from .scope import as_scope
 
 MAX_INLINE_WAIT = 30.0  # seconds: longer bans end the run instead of blocking a worker
@@ -164,8 +164,25 @@ def is_syncing(shop_id: int) -> bool:
 
 
 # --- applying one platform order --------------------------------------------
+def _clip(value, limit: int):
+    return value[:limit] if isinstance(value, str) and len(value) > limit else value
+
+
+def _platform_texts(data: dict) -> dict:
+    """Platform texts cut to what the columns hold (the order and lines are the platform's
+    facts: an over-long address or spec must not stop the shop's sync, as it would refuse
+    a typed-in order)."""
+    max_text = current_app.config.get("OMS_MAX_TEXT", 2000) if has_app_context() else 2000
+    for name, _label, limit in bulk_orders._ORDER_TEXT:
+        data[name] = _clip(data.get(name), limit or max_text)
+    data["platform_status"] = _clip(data.get("platform_status"), 64)
+    for ln in data["lines"]:
+        ln["title"], ln["spec"] = _clip(ln.get("title"), 255), _clip(ln.get("spec"), 255)
+    return data
+
+
 def _order_data(po: PlatformOrder, status: str) -> dict:
-    return {
+    return _platform_texts({
         "platform_order_id": po.platform_order_id, "status": status, "platform_status": po.platform_status,
         "goods_amount": po.goods_amount, "discount_amount": po.discount_amount, "post_fee": po.post_fee,
         "paid_amount": po.paid_amount, "buyer_nick": po.buyer_nick, "receiver_name": po.receiver_name,
@@ -176,7 +193,7 @@ def _order_data(po: PlatformOrder, status: str) -> dict:
         "platform_created_at": po.created_at, "paid_at": po.paid_at, "platform_modified_at": po.modified_at,
         "tracking_number": po.tracking_number,
         "lines": [dict(zip(_LINE_FIELDS, _line_values(line))) for line in po.lines],  # asdict() deep-copies
-    }
+    })
 
 
 def _advance_status(order: Order, po: PlatformOrder, split: Optional[bool] = None) -> None:
@@ -513,13 +530,21 @@ def _write_new(plans: list, keys: dict) -> None:
         writer.close()
 
 
+def _plan_named(shop: Shop, po: PlatformOrder, digest: str, skus: dict, max_text: int):
+    """:func:`plan_new`, its refusal naming the order (the run's error must say which)."""
+    try:
+        return plan_new(shop, po, digest, skus, max_text)
+    except ValidationError as exc:
+        raise ValidationError(f"平台订单 {po.platform_order_id} 无法保存：{exc.message}", exc.field) from None
+
+
 def _create_new(shop: Shop, items: list, ctx: RunContext) -> None:
     """New orders of a page, in page order: in bulk, except an order shipped on the platform
     whose SKUs have stock somewhere (the state machine deducts it: per order)."""
     stocked = None
     plans: list = []
     skus = ctx.skus(shop.id)
-    planned = [(po, plan_new(shop, po, digest, skus, ctx.max_text)) for po, digest in items]
+    planned = [(po, _plan_named(shop, po, digest, skus, ctx.max_text)) for po, digest in items]
     keys = {id(p): orders.phone_hash(p.order["receiver_phone"]) for _po, p in planned}
     lock_customers(keys.values())
     for po, p in planned:
