@@ -287,8 +287,8 @@ def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict, split: Op
         sku = skus_by_code.get(pl.merchant_code) if pl.merchant_code else None
         if line is None:
             order.lines.append(OrderLine(platform_line_id=pl.platform_line_id, merchant_code=pl.merchant_code,
-                                         sku=sku, title=pl.title[:255], spec=pl.spec, quantity=pl.quantity,
-                                         price=pl.price, paid_amount=pl.paid_amount,
+                                         sku=sku, title=pl.title[:255], spec=_clip(pl.spec, 255),
+                                         quantity=pl.quantity, price=pl.price, paid_amount=pl.paid_amount,
                                          cost_price=sku_mapping.line_cost(sku) if sku else Decimal("0.00"),
                                          refund_status=pl.refund_status))
             goods_changed = True
@@ -299,7 +299,7 @@ def _update_order(order: Order, po: PlatformOrder, skus_by_code: dict, split: Op
             goods_changed = True
         if line.quantity != pl.quantity:
             goods_changed = True
-        line.title, line.spec = pl.title[:255], pl.spec
+        line.title, line.spec = pl.title[:255], _clip(pl.spec, 255)
         line.quantity, line.price, line.paid_amount = pl.quantity, pl.price, pl.paid_amount
         line.refund_status = pl.refund_status
     wanted = {pl.platform_line_id for pl in po.lines}
