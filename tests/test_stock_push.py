@@ -415,6 +415,33 @@ def test_upsert_keys_by_platform_ids_and_matches_codes_later(ctx, ids):
         stock_push.upsert_listing(shop_id, "", platform_item_id="")
 
 
+def test_a_listing_re_coded_on_the_platform_leaves_the_old_sku(ctx, ids):
+    """The seller re-codes listing 6001/1 from RECODE-A to RECODE-A2 (not a SKU yet): the link
+    the old code made goes, and the listing matches RECODE-A2 once that SKU exists."""
+    shop_id = ids["shops"]["A"]
+    old = _sku("RECODE-A")
+    db.session.commit()
+    listing = _listing(shop_id, "RECODE-A", "6001", "1")
+    assert listing.sku_id == old.id
+    again = _listing(shop_id, "RECODE-A2", "6001", "1")
+    assert again.id == listing.id and again.merchant_code == "RECODE-A2" and again.sku_id is None
+    new = _sku("RECODE-A2")
+    db.session.commit()
+    assert stock_push.match_listings(shop_id) == 1
+    assert db.session.get(ShopListing, listing.id).sku_id == new.id
+
+
+def test_a_listing_linked_by_hand_keeps_its_sku_when_re_coded(ctx, ids):
+    shop_id = ids["shops"]["A"]
+    target = _sku("HAND-B")
+    db.session.commit()
+    listing = _listing(shop_id, "PLATFORM-X", "6002", "1")
+    listing.sku_id = target.id  # a person linked it to another SKU
+    db.session.commit()
+    again = _listing(shop_id, "PLATFORM-Y", "6002", "1")
+    assert again.sku_id == target.id
+
+
 def test_the_scheduler_runs_the_push_every_ten_seconds(ctx):
     from app.jobs.schedule import build_scheduler
     from app.jobs.stock_push import push_due_job

@@ -495,12 +495,20 @@ def upsert_listing(shop_id: int, merchant_code: str, *, platform_item_id=None, p
     if created:
         listing = ShopListing(shop_id=shop_id, platform_item_id=item, platform_sku_id=psku)
         db.session.add(listing)
+    old_code = listing.merchant_code
     listing.merchant_code = code
     if title:
         listing.title = str(title)[:255]
     sku = match_sku(code)
     if sku is not None and listing.sku_id != sku.id:
         listing.sku_id = sku.id  # the flush listener makes it due for its first push
+    elif sku is None and not created and old_code and old_code != code and listing.sku_id is not None:
+        # Re-coded on the platform to a code we do not know yet: a link the old code made goes
+        # (our stock of the old SKU is no longer this listing's, and orders with the new code
+        # must not match the old SKU through it); a link a person made to another SKU stays.
+        old = match_sku(old_code)
+        if old is not None and old.id == listing.sku_id:
+            listing.sku_id = None
     return listing, created
 
 
