@@ -392,6 +392,21 @@ def pdd(ctx):
     stop()
 
 
+def _split_ship_part_then_original(order: Order, code: str, part_number: str, original_number: str,
+                                   carrier_id: int) -> int:
+    """Split one unit of ``code`` off, ship and write back the part, then the original;
+    returns the part's id."""
+    from app.services import writeback
+
+    order_id = order.id
+    result = order_split.split_order(order_id, {_line(order, code).id: 1}, user_id=_uid("ops"))
+    _ship(db.session.get(Order, result.new_order_id), part_number, carrier_id)
+    assert writeback.write_back(result.new_order_id) == "done"
+    _ship(db.session.get(Order, order_id), original_number, carrier_id)
+    assert writeback.write_back(order_id) == "done"
+    return result.new_order_id
+
+
 def _ship(order: Order, number: str, carrier_id: int) -> None:
     if order.status == "to_audit":
         order_status.apply(order, "audit")
@@ -461,19 +476,11 @@ def test_each_part_of_a_split_taobao_trade_writes_back_its_own_sub_orders(taobao
 def test_a_line_cut_in_two_ships_its_sub_order_with_the_first_parcel(taobao, ids):
     """One unit of the two-unit line moves: both parts hold that sub-order. The first parcel
     ships it; the second ships only the sub-order still open."""
-    from app.services import writeback
-
     order, state = taobao["order"], taobao["state"]
     pid = order.platform_order_id
     blk, wht = _line(order, "TS-BLK-L").platform_line_id, _line(order, "TS-WHT-M").platform_line_id
-    result = order_split.split_order(order.id, {_line(order, "TS-BLK-L").id: 1}, user_id=_uid("ops"))
-    child = db.session.get(Order, result.new_order_id)
-    assert [ln.platform_line_id for ln in child.lines] == [blk]
-    _ship(child, "SF2000000011", ids["carrier"])
-    assert writeback.write_back(child.id) == "done"
-    parent = db.session.get(Order, order.id)
-    _ship(parent, "SF2000000012", ids["carrier"])
-    assert writeback.write_back(parent.id) == "done"
+    part_id = _split_ship_part_then_original(order, "TS-BLK-L", "SF2000000011", "SF2000000012", ids["carrier"])
+    assert [ln.platform_line_id for ln in db.session.get(Order, part_id).lines] == [blk]
     assert [(w["tracking_number"], w.get("line_ids")) for w in state.writebacks] == [
         ("SF2000000011", [blk]), ("SF2000000012", [wht])]
     assert _top_trade(taobao, pid)["status"] == "WAIT_BUYER_CONFIRM_GOODS"
@@ -535,20 +542,12 @@ def test_a_part_of_a_trade_the_platform_already_shows_shipped_is_not_sent_again(
 def test_a_trade_without_platform_sub_order_ids_ships_whole_with_its_first_parcel(taobao, ids):
     """Lines imported from a sheet without 子订单编号 are numbered 1, 2: Taobao cannot be told
     which parcel holds which sub-order, so the first parcel ships the trade."""
-    from app.services import writeback
-
     order, state = taobao["order"], taobao["state"]
     pid = order.platform_order_id
     for i, ln in enumerate(sorted(order.lines, key=lambda x: x.id), start=1):
         ln.platform_line_id = str(i)
     db.session.commit()
-    result = order_split.split_order(order.id, {_line(order, "TS-WHT-M").id: 1}, user_id=_uid("ops"))
-    child = db.session.get(Order, result.new_order_id)
-    _ship(child, "SF2000000051", ids["carrier"])
-    assert writeback.write_back(child.id) == "done"
-    parent = db.session.get(Order, order.id)
-    _ship(parent, "SF2000000052", ids["carrier"])
-    assert writeback.write_back(parent.id) == "done"
+    _split_ship_part_then_original(order, "TS-WHT-M", "SF2000000051", "SF2000000052", ids["carrier"])
     assert [(w["order_id"], w["tracking_number"], w.get("line_ids")) for w in state.writebacks] == [
         (pid, "SF2000000051", None)]
     db.session.expire_all()
@@ -584,22 +583,14 @@ def test_a_refund_on_a_waiting_sub_order_holds_the_part_still_to_ship(taobao, id
 def test_a_split_pdd_trade_ships_whole_with_its_first_parcel(pdd, ids):
     """PDD ships whole orders only: the first parcel writes the trade back; the second is not
     sent (the platform would refuse it) and its event says why."""
-    from app.services import writeback
-
     order, state = pdd["order"], pdd["state"]
     pid = order.platform_order_id
-    result = order_split.split_order(order.id, {_line(order, "TS-WHT-M").id: 1}, user_id=_uid("ops"))
-    child = db.session.get(Order, result.new_order_id)
-    _ship(child, "SF2000000071", ids["carrier"])
-    assert writeback.write_back(child.id) == "done"
-    parent = db.session.get(Order, order.id)
-    _ship(parent, "SF2000000072", ids["carrier"])
-    assert writeback.write_back(parent.id) == "done"
+    part_id = _split_ship_part_then_original(order, "TS-WHT-M", "SF2000000071", "SF2000000072", ids["carrier"])
     assert [(w["order_id"], w["tracking_number"], w.get("line_ids")) for w in state.writebacks] == [
         (pid, "SF2000000071", None)]
     db.session.expire_all()
     assert any(e.action == "writeback" and f"按平台订单 {pid} 回传" in (e.note or "")
-               for e in db.session.get(Order, result.new_order_id).events)
+               for e in db.session.get(Order, part_id).events)
     assert any(e.action == "writeback" and "未单独回传（平台接口按整单发货）" in (e.note or "")
                and "SF2000000071" in e.note for e in db.session.get(Order, order.id).events)
     _clean()

@@ -371,12 +371,16 @@ def test_a_slow_gateway_does_not_hold_up_the_other_shops(ctx, ids):
     assert _pending(fast.id) is None
 
 
-def test_a_run_stops_at_its_time_budget_and_the_next_run_goes_on(ctx, ids):
+def _one_due_listing(ids) -> ShopListing:
+    """Shop A pushing, CMP-A with 10 in stock, its listing 1001/1 marked."""
     shop_id = ids["shops"]["A"]
     _enable(shop_id)
     _set_stock(_sku("CMP-A"), 10)
-    listing = _listing(shop_id, "CMP-A", "1001", "1")
-    calls: list = []
+    return _listing(shop_id, "CMP-A", "1001", "1")
+
+
+def test_a_run_stops_at_its_time_budget_and_the_next_run_goes_on(ctx, ids):
+    listing, calls = _one_due_listing(ids), []
     now = utcnow() + dt.timedelta(seconds=30)
     result = stock_push.push_due(10, now=now, client_factory=lambda shop: FakeClient(calls), budget_seconds=0)
     assert result == {"pushed": 0, "failed": 0, "shops": 1, "left": 1} and calls == []
@@ -388,11 +392,7 @@ def test_a_run_stops_at_its_time_budget_and_the_next_run_goes_on(ctx, ids):
 def test_the_jobs_own_timeout_ends_the_run_and_frees_the_lock(ctx, ids):
     from rq.timeouts import JobTimeoutException
 
-    shop_id = ids["shops"]["A"]
-    _enable(shop_id)
-    _set_stock(_sku("CMP-A"), 10)
-    listing = _listing(shop_id, "CMP-A", "1001", "1")
-    calls: list = []
+    listing, calls = _one_due_listing(ids), []
     with pytest.raises(JobTimeoutException):
         _push(calls, seconds_later=30, fail=JobTimeoutException("Task exceeded maximum timeout value"))
     db.session.rollback()

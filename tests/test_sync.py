@@ -160,14 +160,12 @@ def test_a_batch_of_windows_keeps_what_was_fetched_before_a_failing_window(shop_
 def test_batches_are_fetched_up_to_two_ahead_of_the_one_applied(shop_id, monkeypatch):
     """While a batch is applied the fetch thread goes on, and stops FETCH_AHEAD batches
     ahead of it; every batch is still applied, in order, and the run ends normally."""
-    import threading
-
     from flask import current_app
 
     monkeypatch.setitem(current_app.config, "OMS_SYNC_BATCH_ORDERS", 1)  # a batch per window
     start = NOW - dt.timedelta(days=1)  # four 6-hour windows
     client = ScriptedClient([po(f"A{w}", modified=start + dt.timedelta(hours=6 * w + 1)) for w in range(4)])
-    release, applied, seen = threading.Event(), [], []
+    applied, seen = [], []
     real_apply = sync._apply_batch
 
     def slow_apply(shop, listed, ctx, bulk):
@@ -374,7 +372,7 @@ def test_the_platform_changing_the_goods_of_an_audited_order_sends_it_back_to_au
     """Same oid, another SKU (the buyer changed size before shipping): every line field
     follows, and the stock reserved for the old goods is released; the order goes back to
     待审核, and 审单 reserves the new goods. 发货 then deducts what it should."""
-    from app.services import order_status, orders, stock
+    from app.services import orders, stock
 
     client = ScriptedClient([po("G1")])
     sync.sync_shop(shop_id, now=NOW, client=client)
