@@ -26,6 +26,7 @@ READ = {
     ("/shopview/list/", "/api/v1/shop/"): {"admin", "ops", "finance"},
     ("/piiaccesslogview/list/", "/api/v1/pii_access_log/"): {"admin"},
     ("/syncrunview/list/", "/api/v1/sync_run/"): {"admin", "ops"},
+    ("/syncrejectview/list/", None): {"admin", "ops"},
     ("/shoplistingview/list/", "/api/v1/shop_listing/"): {"admin", "ops", "warehouse"},
     ("/jobs/", None): {"admin", "ops", "cs", "warehouse", "finance"},  # 我的任务: own jobs
     ("/users/list/", None): {"admin"},

@@ -8,12 +8,14 @@ import pytest
 from flask_appbuilder import ModelRestApi, ModelView
 
 from app.extensions import db
-from app.models import Customer, Order, OrderEvent, OrderHold, OrderLine, Shop, ShopListing, SyncRun
+from app.models import (
+    Customer, Order, OrderEvent, OrderHold, OrderLine, Shop, ShopListing, SyncReject, SyncRun,
+)
 from app.services import order_status
 from app.services.scope import as_scope
 from app.views.base import OmsModelRestApi, OmsModelView
 
-SCOPED = (Order, OrderLine, OrderHold, OrderEvent, Customer, Shop, SyncRun, ShopListing)
+SCOPED = (Order, OrderLine, OrderHold, OrderEvent, Customer, Shop, SyncRun, ShopListing, SyncReject)
 FOREIGN_ORDER = "261120-000000000000001"  # shop B; user cs sees shop A only
 
 
@@ -57,7 +59,8 @@ def _foreign_ids(app, ids):
         run = SyncRun(shop_id=ids["shops"]["B"], status="failed", error="测试")
         listing = ShopListing(shop_id=ids["shops"]["B"], merchant_code="TS-BLK-L", platform_item_id="900",
                               platform_sku_id="1", title="纯棉T恤")
-        db.session.add_all([run, listing])
+        reject = SyncReject(shop_id=ids["shops"]["B"], platform_order_id="B-BAD-1", error="第 1 行商品「数量」不能小于 1")
+        db.session.add_all([run, listing, reject])
         db.session.commit()
         return {
             Order: order.id,
@@ -68,6 +71,7 @@ def _foreign_ids(app, ids):
             Shop: ids["shops"]["B"],
             SyncRun: run.id,
             ShopListing: listing.id,
+            SyncReject: reject.id,
         }
 
 
@@ -105,7 +109,8 @@ def test_no_cross_shop_leak_on_any_registered_view_or_api(app, ids, login, usern
                 "/api/v1/customer", "orderview/show", "orderview/edit", "customerview/show"}
     if username == "ops_a":
         expected |= {"/api/v1/shop", "/api/v1/sync_run", "shopview/show", "shopview/edit", "syncrunview/show",
-                     "/api/v1/shop_listing", "shoplistingview/show", "shoplistingview/edit"}
+                     "/api/v1/shop_listing", "shoplistingview/show", "shoplistingview/edit",
+                     "syncrejectview/show"}
     assert expected <= set(checked), expected - set(checked)
 
 

@@ -11,7 +11,7 @@ import redis
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import Order, OrderEvent, Shop, SyncRun
+from app.models import Order, OrderEvent, Shop, SyncReject, SyncRun
 from app.platforms.base import Page, PlatformClient, PlatformError, PlatformLine, PlatformOrder
 from app.services import order_counts, sync
 from tests.conftest import TEST_REDIS_URL
@@ -444,14 +444,80 @@ def test_over_long_platform_texts_are_stored_cut_not_refused(shop_id):
     assert order.lines[0].title == "T" * 255 and len(order.lines[0].spec) == 255
 
 
-def test_a_platform_order_that_cannot_be_saved_is_named_in_the_run_error(shop_id):
-    client = ScriptedClient([po("BAD-1", paid_amount=Decimal("-5.00"))])
-    with pytest.raises(Exception):
-        sync.sync_shop(shop_id, now=NOW, client=client)
-    db.session.rollback()
-    run = db.session.scalars(select(SyncRun).where(SyncRun.shop_id == shop_id)).one()
-    assert run.status == "failed" and "平台订单 BAD-1 无法保存" in run.error and "不能为负数" in run.error
-    assert "BAD-1" in db.session.get(Shop, shop_id).last_sync_error
+def _bad_line(quantity=0):
+    return [PlatformLine(platform_line_id="1", title="纯棉T恤", quantity=quantity, price=Decimal("99.00"),
+                         paid_amount=Decimal("99.00"), merchant_code="TS-BLK-L")]
+
+
+def test_a_platform_order_that_cannot_be_saved_is_recorded_and_the_sync_goes_on(shop_id):
+    """One impossible order (a negative amount, a quantity of 0) must not stop the shop's
+    sync on every run: the others are saved, the checkpoint advances, and the order is
+    recorded with a zh reason naming it, the line and the field."""
+    client = ScriptedClient([po("OK-1", modified=NOW - dt.timedelta(hours=3)),
+                             po("BAD-1", paid_amount=Decimal("-5.00"), modified=NOW - dt.timedelta(hours=2)),
+                             po("BAD-2", lines=_bad_line(0), modified=NOW - dt.timedelta(hours=2)),
+                             po("OK-2", modified=NOW - dt.timedelta(hours=1))])
+    run = sync.sync_shop(shop_id, now=NOW, client=client)
+    assert run.status == "success" and run.created == 2 and run.rejected == 2
+    assert {"OK-1", "OK-2"} <= set(_orders(shop_id)) and not {"BAD-1", "BAD-2"} & set(_orders(shop_id))
+    assert "2 单平台订单无法保存" in run.error and "平台订单 BAD-1" in run.error
+    shop = db.session.get(Shop, shop_id)
+    assert shop.sync_checkpoint == NOW and "有 2 单平台订单无法保存" in shop.last_sync_error
+    rejects = {r.platform_order_id: r for r in db.session.scalars(select(SyncReject))}
+    assert set(rejects) == {"BAD-1", "BAD-2"}
+    assert "「实付金额」" in rejects["BAD-1"].error and "不能为负数" in rejects["BAD-1"].error
+    assert "第 1 行商品「数量」" in rejects["BAD-2"].error
+
+    # Listed again unchanged (the overlap): still refused, counted once more, not doubled.
+    run = sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=1), client=client)
+    assert run.status == "success"
+    assert db.session.scalar(select(func.count()).select_from(SyncReject)) == 2
+
+    # The platform corrects one: saved on its next listing, its record gone, the shop's error
+    # now counts the one left.
+    client.orders["BAD-1"] = po("BAD-1", paid_amount=Decimal("5.00"), modified=NOW + dt.timedelta(minutes=1))
+    run = sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=2), client=client)
+    assert run.status == "success" and run.created == 1 and run.rejected == 0 and run.error is None
+    assert _orders(shop_id)["BAD-1"].paid_amount == Decimal("5.00")
+    assert [r.platform_order_id for r in db.session.scalars(select(SyncReject))] == ["BAD-2"]
+    assert "有 1 单平台订单无法保存" in db.session.get(Shop, shop_id).last_sync_error
+
+
+def test_a_recorded_order_is_asked_for_again_after_an_hour_and_on_retry_now(shop_id):
+    """Fixed without its modified time moving (or our checks changed): the run asks the
+    platform for the recorded order whole every RETRY_AFTER, and 立即重试 makes it due now."""
+    client = ScriptedClient([po("BAD-3", lines=_bad_line(0), modified=NOW - dt.timedelta(hours=1))])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    row = db.session.scalars(select(SyncReject)).one()
+    assert row.last_tried_at is None and row.attempts == 1
+    fetched = []
+    real_fetch = client.fetch_order
+    client.fetch_order = lambda pid: fetched.append(pid) or real_fetch(pid)
+    run = sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=1), client=client)
+    assert fetched == ["BAD-3"] and run.rejected == 1  # never tried yet: tried at once, still bad
+    row = db.session.scalars(select(SyncReject)).one()
+    assert row.last_tried_at is not None and row.attempts == 2
+    sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=2), client=client)
+    assert fetched == ["BAD-3"]  # tried within the hour: not asked for again
+
+    client.orders["BAD-3"] = po("BAD-3", modified=NOW - dt.timedelta(hours=1))  # same modified time
+    assert sync.retry_rejects([row.id]) == [shop_id]
+    run = sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=3), client=client)
+    assert fetched == ["BAD-3", "BAD-3"] and run.created == 1
+    assert "BAD-3" in _orders(shop_id) and db.session.scalar(select(func.count()).select_from(SyncReject)) == 0
+    assert db.session.get(Shop, shop_id).last_sync_error is None
+
+
+def test_a_changed_order_that_cannot_be_saved_keeps_its_stored_copy(shop_id):
+    client = ScriptedClient([po("CH-1")])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    client.orders["CH-1"] = po("CH-1", lines=_bad_line(0), receiver_address="新地址",
+                               modified=NOW + dt.timedelta(minutes=1))
+    run = sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=2), client=client)
+    assert run.status == "success" and run.updated == 0 and run.rejected == 1
+    db.session.expire_all()
+    order = _orders(shop_id)["CH-1"]
+    assert order.receiver_address == "中山路1号" and order.lines[0].quantity == 1
 
 
 def _reserved_codes(order_id):
@@ -581,3 +647,30 @@ def test_bundle_lines_cost_their_components_when_synced_new_and_when_added_later
     assert sorted((ln.platform_line_id, ln.cost_price) for ln in order.lines) == [
         ("1", Decimal("74.00")), ("2", Decimal("74.00"))]
     assert order.cost_amount == Decimal("222.00")
+
+
+def test_the_rejected_orders_page_lists_them_in_zh_and_retries_now(app, ids, login):
+    from rq.job import Job
+
+    from app.jobs.queue import redis_conn
+    from app.jobs.sync import job_id_for
+
+    shop_a = ids["shops"]["A"]
+    redis.Redis.from_url(TEST_REDIS_URL).delete(f"oms:sync:shop:{shop_a}", f"rq:job:{job_id_for(shop_a)}")
+    with app.app_context():
+        row = SyncReject(shop_id=shop_a, platform_order_id="BAD-9", error="第 1 行商品「数量」不能小于 1",
+                         first_seen_at=NOW, last_seen_at=NOW, last_tried_at=NOW, attempts=3)
+        db.session.add(row)
+        db.session.commit()
+        rid = row.id
+    ops = login("ops")
+    html = ops.get("/syncrejectview/list/").get_data(as_text=True)
+    assert "无法保存的平台订单" in html and "BAD-9" in html and "第 1 行商品「数量」不能小于 1" in html
+    assert "立即重试" in html and "Rejected" not in html
+    resp = ops.post("/syncrejectview/action_post", data={"action": "retry_now", "rowid": [str(rid)]})
+    assert resp.status_code == 302
+    with app.app_context():
+        assert db.session.get(SyncReject, rid).last_tried_at is None  # due at the shop's next run
+        job = Job.fetch(job_id_for(shop_a), connection=redis_conn())
+        assert job.args[:2] == (shop_a, "manual")
+    assert login("cs").get("/syncrejectview/list/").status_code in (302, 403)

@@ -17,7 +17,7 @@ from .scorecard import CarrierBillLine, CarrierRate
 from .security import OmsUser, user_shop
 from .shop import Shop
 from .stock_alert import StockAlert, StockAlertRead
-from .sync import SYNC_STATUSES, SyncRun
+from .sync import SYNC_STATUSES, SyncReject, SyncRun
 from .tracking import EXCEPTION_REASONS, TRACKING_STATES, LogisticsException, Parcel, ParcelEvent
 from .warehouse_coverage import WarehouseCoverage
 
@@ -25,7 +25,7 @@ __all__ = [
     "Model", "PLATFORMS", "Shop", "Product", "Sku", "BundleComponent", "Warehouse", "Stock",
     "StockMovement", "MOVEMENT_TYPES", "Carrier", "Customer", "CustomerShop", "Order",
     "OrderLine", "OrderHold", "OrderEvent", "PiiAccessLog", "ORDER_STATUSES", "HOLD_REASONS",
-    "EVENT_SOURCES", "FLAGS", "OmsUser", "user_shop", "SyncRun", "SYNC_STATUSES",
+    "EVENT_SOURCES", "FLAGS", "OmsUser", "user_shop", "SyncRun", "SyncReject", "SYNC_STATUSES",
     "ShopListing", "OrderCountDelta", "SavedView", "StockAlert", "StockAlertRead", "WarehouseCoverage",
     "CarrierRule", "EwaybillAccount", "Waybill", "PrintTemplate", "PrintRecord", "PRINT_DOCUMENTS",
     "WAYBILL_STATUSES",

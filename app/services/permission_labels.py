@@ -18,7 +18,7 @@ PERMISSIONS = {
 VIEWS = {
     "Order": "订单", "OrderEvent": "订单日志", "Customer": "客户", "Product": "商品与SKU",
     "Stock": "库存", "Warehouse": "仓库", "Carrier": "快递公司", "Shop": "店铺", "Jobs": "后台任务",
-    "PiiAccessLog": "敏感信息查看记录", "ColumnScope": "列权限", "SyncRun": "同步记录",
+    "PiiAccessLog": "敏感信息查看记录", "ColumnScope": "列权限", "SyncRun": "同步记录", "SyncReject": "无法保存的平台订单",
     "Sync runs": "同步记录", "ShopListing": "店铺商品（库存同步）", "Stock push": "库存同步",
     "OrderHub": "订单中心", "Orders": "订单", "Order events": "订单日志", "Customers": "客户",
     "Catalog": "商品", "Products": "商品", "SKUs": "SKU", "Bundle components": "组合装明细",

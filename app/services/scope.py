@@ -28,7 +28,7 @@ _explicit: contextvars.ContextVar = contextvars.ContextVar("oms_scope", default=
 def _criteria(shop_ids: frozenset[int]):
     from app.models import (
         Customer, CustomerShop, Order, OrderCountDelta, OrderEvent, OrderHold, OrderLine, Shop, ShopListing,
-        SyncRun,
+        SyncReject, SyncRun,
     )
     from app.models.tracking import LogisticsException, Parcel, ParcelEvent
     from app.models import PrintRecord, Waybill
@@ -49,6 +49,7 @@ def _criteria(shop_ids: frozenset[int]):
             select(Order.id).where(Order.shop_id.in_(ids))), include_aliases=True),
         with_loader_criteria(CustomerShop, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
         with_loader_criteria(SyncRun, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
+        with_loader_criteria(SyncReject, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
         with_loader_criteria(ShopListing, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
         with_loader_criteria(OrderCountDelta, lambda cls: cls.shop_id.in_(ids), include_aliases=True),
         with_loader_criteria(Customer, lambda cls: cls.id.in_(

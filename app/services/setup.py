@@ -43,6 +43,7 @@ ROLE_GRANTS: dict[str, dict[str, list[str]]] = {
         "CarrierBill": [R, W, D],  # 快递账单
         "Shop": [R, W, "can_sync"],
         "SyncRun": [R],
+        "SyncReject": [R, D, "can_sync"],  # 无法保存的平台订单: retry now, or drop
         "ShopListing": [R, W],
         "Jobs": [R],  # 我的任务: their own background jobs
         COLUMN_SCOPE_VIEW: [PERM_FINANCE, PERM_PII],

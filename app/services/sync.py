@@ -47,13 +47,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from app.extensions import db
-from app.models import Order, OrderEvent, OrderLine, Shop, SyncRun
+from app.models import Order, OrderEvent, OrderLine, Shop, SyncReject, SyncRun
 from app.models.types import utcnow
 from app.platforms import PlatformError, PlatformOrder, client_for
 from app.platforms.base import Deferred, PlatformLine
 
 from . import bulk_orders, order_split, order_status, orders, sku_mapping
-from .errors import DomainError, ValidationError
+from .errors import DomainError
 from .scope import as_scope
 
 MAX_INLINE_WAIT = 30.0  # seconds: longer bans end the run instead of blocking a worker
@@ -530,21 +530,22 @@ def _write_new(plans: list, keys: dict) -> None:
         writer.close()
 
 
-def _plan_named(shop: Shop, po: PlatformOrder, digest: str, skus: dict, max_text: int):
-    """:func:`plan_new`, its refusal naming the order (the run's error must say which)."""
+def _planned_or_refused(shop: Shop, po: PlatformOrder, digest: str, ctx: RunContext):
+    """(:func:`plan_new`, None), or (None, the zh reason) for an order no order may be saved
+    as (a quantity of 0, a negative amount): the same checks a typed-in or imported order
+    meets. Such an order is left out of the batch and recorded (:func:`_record_rejects`):
+    one bad order must not stop the shop's sync on every run."""
     try:
-        return plan_new(shop, po, digest, skus, max_text)
-    except ValidationError as exc:
-        raise ValidationError(f"平台订单 {po.platform_order_id} 无法保存：{exc.message}", exc.field) from None
+        return plan_new(shop, po, digest, ctx.skus(shop.id), ctx.max_text), None
+    except DomainError as exc:
+        return None, exc.message
 
 
-def _create_new(shop: Shop, items: list, ctx: RunContext) -> None:
-    """New orders of a page, in page order: in bulk, except an order shipped on the platform
-    whose SKUs have stock somewhere (the state machine deducts it: per order)."""
+def _create_new(shop: Shop, planned: list, ctx: RunContext) -> None:
+    """New orders of a page, in page order, as [(po, plan)]: in bulk, except an order shipped
+    on the platform whose SKUs have stock somewhere (the state machine deducts it: per order)."""
     stocked = None
     plans: list = []
-    skus = ctx.skus(shop.id)
-    planned = [(po, _plan_named(shop, po, digest, skus, ctx.max_text)) for po, digest in items]
     keys = {id(p): orders.phone_hash(p.order["receiver_phone"]) for _po, p in planned}
     lock_customers(keys.values())
     for po, p in planned:
@@ -586,7 +587,9 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
     compare with); changed ones are loaded in one query and
     updated one by one. An order listed twice (backwards paging) is applied after its
     first copy, as if one after the other."""
-    counts = {"created": 0, "updated": 0, "unchanged": 0}
+    counts = {"created": 0, "updated": 0, "unchanged": 0, "rejected": 0}
+    rejects: list = []  # (platform order id, zh reason): left out, recorded by the run
+    saved: list = []  # platform order ids created or updated
     rounds: list = []
     seen: dict = {}
     for po in page_orders:
@@ -610,8 +613,16 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
             if same_payload(stored, po, digest):
                 counts["unchanged"] += 1
                 continue
-            (new if stored is None else changed).append((po, digest))
+            plan, refusal = _planned_or_refused(shop, po, digest, ctx)
+            if refusal is not None:
+                rejects.append((po.platform_order_id, refusal))
+                continue
+            if stored is None:
+                new.append((po, plan if bulk else digest))
+            else:
+                changed.append((po, digest))
             known[po.platform_order_id] = digest
+            saved.append(po.platform_order_id)
         if new:
             if bulk:
                 _create_new(shop, new, ctx)
@@ -629,6 +640,8 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
             counts["updated"] += len(changed)
         if new or changed:
             db.session.flush()
+    counts["rejected"] = len(rejects)
+    counts["rejects"], counts["saved"] = rejects, saved
     return counts
 
 
@@ -651,6 +664,72 @@ def _apply_batch(shop: Shop, listed: list, ctx: RunContext, bulk: bool) -> dict:
             ctx.page_done()  # ORM SKUs loaded inside the rolled-back part: load them again
             time.sleep(0.1 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+# --- platform orders that cannot be saved (无法保存的平台订单) ------------------------------
+RETRY_AFTER = dt.timedelta(hours=1)  # a recorded order is asked for again this often
+RETRY_PER_RUN = 20
+_REJECTS_SHOWN = 3  # in the run's message; every one is in oms_sync_reject
+
+
+def _record_rejects(shop_id: int, counts: dict, open_rejects: set, now: dt.datetime) -> None:
+    """In the batch's transaction: record the orders the batch left out (one row per order,
+    its latest reason) and drop the rows of recorded orders it saved now."""
+    rejects = dict(counts.get("rejects") or ())
+    cleared = [pid for pid in counts.get("saved") or () if pid in open_rejects]
+    if cleared:
+        db.session.execute(SyncReject.__table__.delete().where(
+            SyncReject.shop_id == shop_id, SyncReject.platform_order_id.in_(cleared)))
+        open_rejects.difference_update(cleared)
+    if not rejects:
+        return
+    rows = {r.platform_order_id: r for r in db.session.scalars(select(SyncReject).where(
+        SyncReject.shop_id == shop_id, SyncReject.platform_order_id.in_(list(rejects))))}
+    for pid, reason in rejects.items():
+        row = rows.get(pid)
+        if row is None:
+            db.session.add(SyncReject(shop_id=shop_id, platform_order_id=pid, error=reason,
+                                      first_seen_at=now, last_seen_at=now, attempts=1))
+        else:
+            row.error, row.last_seen_at, row.attempts = reason, now, (row.attempts or 0) + 1
+    open_rejects.update(rejects)
+
+
+def _due_rejects(shop_id: int, now: dt.datetime) -> list:
+    return list(db.session.scalars(
+        select(SyncReject).where(SyncReject.shop_id == shop_id,
+                                 (SyncReject.last_tried_at.is_(None)) | (SyncReject.last_tried_at <= now - RETRY_AFTER))
+        .order_by(SyncReject.last_tried_at.is_not(None), SyncReject.last_tried_at, SyncReject.id)
+        .limit(RETRY_PER_RUN)))
+
+
+def _fetch_due_rejects(client, rows: list) -> list:
+    """The recorded orders due for another try, fetched whole. One the platform does not
+    answer for now stays recorded and is tried again later."""
+    got = []
+    for row in rows:
+        try:
+            got.append(client.fetch_order(row.platform_order_id))
+        except PlatformError as exc:
+            if exc.kind == "auth":
+                raise  # the whole shop's sync fails the same way: report it as such
+    return got
+
+
+def _reject_summary(rejects: list, total: int) -> str:
+    shown = "；".join(f"平台订单 {pid}：{reason}" for pid, reason in rejects[:_REJECTS_SHOWN])
+    more = "……" if total > _REJECTS_SHOWN else ""
+    return f"{total} 单平台订单无法保存，已跳过（见「无法保存的平台订单」）：{shown}{more}"[:2000]
+
+
+def retry_rejects(reject_ids: list[int]) -> list[int]:
+    """立即重试: the recorded orders are asked for again by their shops' next run (the
+    caller queues one). Returns the ids of their shops."""
+    rows = list(db.session.scalars(select(SyncReject).where(SyncReject.id.in_(reject_ids))))
+    for row in rows:
+        row.last_tried_at = None
+    db.session.commit()
+    return sorted({r.shop_id for r in rows})
 
 
 # --- the run ------------------------------------------------------------------
@@ -746,7 +825,23 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
         windows.append((start, min(now, start + client.max_window)))
     total_windows = max(1, len(windows))
     pages_done = 0
-    tally = {"created": 0, "updated": 0, "unchanged": 0, "fetched": 0, "pages": 0}
+    tally = {"created": 0, "updated": 0, "unchanged": 0, "fetched": 0, "pages": 0, "rejected": 0}
+    rejected: list = []  # (platform order id, reason) of this run, for its message
+    open_rejects = set(db.session.scalars(select(SyncReject.platform_order_id).where(SyncReject.shop_id == shop.id)))
+
+    def applied(listed: list) -> dict:
+        """A batch applied, its left-out orders recorded and the run's counters set."""
+        counts = _apply_batch(shop, listed, ctx, bulk) if listed else dict.fromkeys(tally, 0)
+        _record_rejects(shop.id, counts, open_rejects, utcnow())
+        rejected.extend(counts.get("rejects") or ())
+        # Counters once per batch, not per order (each change would flush the run row),
+        # kept here and set, not incremented: the run row is not reloaded after a commit.
+        for outcome in ("created", "updated", "unchanged", "rejected"):
+            tally[outcome] += counts[outcome]
+        tally["fetched"] += len(listed)
+        for name, value in tally.items():
+            setattr(run, name, value)
+        return counts
     last_commit = time.monotonic()
     batch_orders = _batch_orders()
     # Windows are fetched (HTTP + parsing, no database) in a thread while the previous ones
@@ -807,6 +902,15 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
         hand_over(None)
 
     try:
+        # Orders recorded as unsaveable, due for another try: fetched whole and applied first
+        # (before the windows are fetched, so a copy listed in them is as new or newer).
+        due = _due_rejects(shop.id, now) if open_rejects else []
+        if due:
+            for row in due:
+                row.last_tried_at = utcnow()
+            applied(_fetch_due_rejects(client, due))
+            db.session.commit()
+            ctx.page_done()
         if windows:
             pool.submit(produce)
         while windows:
@@ -821,17 +925,10 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
             run.retries = retries["n"]
             pages = [page for _i, window_pages in got for page in window_pages]
             listed = [po for page in pages for po in page.orders]
-            counts = _apply_batch(shop, listed, ctx, bulk) if listed else dict.fromkeys(tally, 0)
+            tally["pages"] += len(pages)
+            counts = applied(listed)
             if listed:
                 client.defer_parsing = counts["unchanged"] * 2 > len(listed)
-            # Counters once per batch, not per order (each change would flush the run row),
-            # kept here and set, not incremented: the run row is not reloaded after a commit.
-            for outcome in ("created", "updated", "unchanged"):
-                tally[outcome] += counts[outcome]
-            tally["fetched"] += len(listed)
-            tally["pages"] += len(pages)
-            for name, value in tally.items():
-                setattr(run, name, value)
             pages_done += len(pages)
             # The checkpoint moves to the end of the batch's last window (not past the safety
             # lag) in the same commit as the batch's orders. A batch that wrote nothing is
@@ -840,7 +937,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
             advanced = [i for i, _p in got if i < advancing]
             if advanced:
                 shop.sync_checkpoint = windows[advanced[-1]][1]
-            if (counts["created"] or counts["updated"] or failed is not None
+            if (counts["created"] or counts["updated"] or counts["rejected"] or failed is not None
                     or time.monotonic() - last_commit >= COMMIT_EVERY_S):
                 keep_lock()
                 db.session.commit()
@@ -860,6 +957,11 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
         shop.last_sync_success_at = utcnow()
         shop.last_sync_error = None
         shop.sync_not_before = None
+        if rejected:
+            run.error = _reject_summary(rejected, len(rejected))
+        if open_rejects:  # recorded by this run or an earlier one, and still not saved
+            shop.last_sync_error = f"有 {len(open_rejects)} 单平台订单无法保存，见「无法保存的平台订单」"
+            shop.last_sync_error_at = utcnow()
     except _Interrupted:
         db.session.rollback()
         run.status = "failed"

@@ -28,7 +28,7 @@ from .shops import ShopApi, ShopView
 from .stock_pages import (  # also the stock ORM hooks
     AdjustView, InboundView, ReturnView, StockAlertView, StocktakeView,
 )
-from .sync import SyncRunApi, SyncRunView
+from .sync import SyncRejectView, SyncRunApi, SyncRunView
 from .tracking import LogisticsExceptionApi, LogisticsExceptionView, ParcelApi, ParcelEventView, ParcelView
 from . import tracking as tracking_views
 from .warehouses import WarehouseCoverageApi, WarehouseCoverageGridView, WarehouseCoverageView
@@ -78,6 +78,8 @@ MENU = [
     (ShopView, "Shops", _l("Shops"), "Settings", _l("Settings"), "fa-shopping-bag"),
     (ShopGridView, "Shop grid", _l("Shop grid"), "Settings", _l("Settings"), "fa-table"),
     (SyncRunView, "Sync runs", _l("Sync runs"), "Settings", _l("Settings"), "fa-exchange"),
+    (SyncRejectView, "Rejected platform orders", _l("Rejected platform orders"), "Settings", _l("Settings"),
+     "fa-ban"),
     (JobsView, "Jobs", _l("Jobs"), "Settings", _l("Settings"), "fa-tasks"),
     (PiiAccessLogView, "PII access log", _l("PII access log"), "Settings", _l("Settings"), "fa-eye"),
 ]
