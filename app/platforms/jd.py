@@ -64,6 +64,9 @@ class JdClient(GatewayClient):
     label = "京东"
     # The API allows a month; we keep windows small like the other platforms.
     max_window = dt.timedelta(days=1)
+    # As for Taobao: an order the index shows late must not shift pages of a window being
+    # paged; the windows that advance the checkpoint end a minute ago (services/sync.py).
+    safety_lag = dt.timedelta(minutes=1)
 
     # --- transport ------------------------------------------------------------
     def call(self, method: str, params: Optional[dict[str, Any]] = None) -> dict:

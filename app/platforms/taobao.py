@@ -85,6 +85,12 @@ class TaobaoClient(GatewayClient):
     # The API accepts a window of at most 1 day; 30 minutes is what the doc recommends
     # (the sync walks any longer catch-up in windows of max_window).
     max_window = dt.timedelta(days=1)
+    # The list is sorted newest first and read from the last page backwards, which is safe
+    # only while nothing enters the window during the paging: an order the index shows late
+    # would push one order per page boundary into a page already read. So the windows that
+    # advance the checkpoint end a minute ago; the last minute is read in a window of its own
+    # (services/sync.py) and again by the next run.
+    safety_lag = dt.timedelta(minutes=1)
 
     def __init__(self, *args, sign_method: str = "md5", **kwargs):
         super().__init__(*args, **kwargs)

@@ -2,8 +2,10 @@
 
 * Windows by modified time, no wider than the platform allows, each starting
   ``client.overlap`` before the checkpoint. The checkpoint never gets closer to now
-  than ``client.safety_lag`` (PDD wants 3 minutes), but the minutes after it are read
-  too (and again next run), so new orders show within one interval.
+  than ``client.safety_lag`` (PDD wants 3 minutes; Taobao and JD 1: a window paged
+  backwards must not take in orders the index shows late), but the minutes after it are
+  read too, in a window of their own (and again next run), so new orders show within one
+  interval.
 * The checkpoint advances only after a window's orders are committed, so an
   interrupted run resumes where the last committed window ended.
 * Upsert keyed by (shop, platform order id) and (order, platform line id); an
