@@ -423,8 +423,13 @@ def test_a_listing_re_coded_on_the_platform_leaves_the_old_sku(ctx, ids):
     db.session.commit()
     listing = _listing(shop_id, "RECODE-A", "6001", "1")
     assert listing.sku_id == old.id
+    listing.last_pushed_quantity = 7
+    db.session.commit()
     again = _listing(shop_id, "RECODE-A2", "6001", "1")
     assert again.id == listing.id and again.merchant_code == "RECODE-A2" and again.sku_id is None
+    # not pushed (not even 0), and the listing says its platform figure is stale
+    assert stock_push.explain_listing(again) == ("未匹配 SKU（商家编码 RECODE-A2），不推送；平台上仍是上次推送的 7，"
+                                                 "请匹配 SKU 或在平台修改")
     new = _sku("RECODE-A2")
     db.session.commit()
     assert stock_push.match_listings(shop_id) == 1

@@ -198,7 +198,13 @@ def listing_quantity(listing: ShopListing, cache: Optional[dict] = None) -> tupl
 def explain_listing(listing: ShopListing) -> str:
     """推送数量推导 of a listing as it would be pushed now."""
     if listing.sku_id is None:
-        return f"未匹配 SKU（商家编码 {listing.merchant_code or '空'}），不推送"
+        # Not pushed at all (not 0): the listing may sell goods this OMS does not count;
+        # its platform quantity stays what was last published, said here so nobody
+        # mistakes it for a live figure.
+        text = f"未匹配 SKU（商家编码 {listing.merchant_code or '空'}），不推送"
+        if listing.last_pushed_quantity is not None:
+            text += f"；平台上仍是上次推送的 {listing.last_pushed_quantity}，请匹配 SKU 或在平台修改"
+        return text
     _quantity, text = listing_quantity(listing)
     shop = listing.shop
     if shop is not None and not shop.stock_push_enabled:
