@@ -720,3 +720,39 @@ def test_taobao_and_jd_keep_their_checkpoint_a_minute_behind():
 
     assert TaobaoClient.safety_lag == JdClient.safety_lag == dt.timedelta(minutes=1)
     assert PddClient.safety_lag == dt.timedelta(minutes=3)
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_an_unreadable_platform_order_is_recorded_and_the_page_goes_on(shop_id, deferred):
+    """A PDD order without updated_at (its own payload unreadable) no longer fails the page
+    on every run: the others are saved and the order is recorded with the client's reason,
+    listed parsed or (a shop with orders already) unparsed."""
+    from app.platforms.pdd import PddClient, order_sn_of, parse_order
+
+    def payload(sn, updated="2026-11-25 19:00:00"):
+        return {"order_sn": sn, "order_status": 1, "refund_status": 1, "updated_at": updated,
+                "created_time": "2026-11-25 18:00:00", "pay_amount": "99.00", "receiver_name": "周八",
+                "receiver_phone": "13511112222", "province": "江苏省", "city": "南京市", "town": "玄武区",
+                "address": "中山路1号", "item_list": [{"sku_id": "1", "goods_name": "纯棉T恤", "goods_count": 1,
+                                                       "goods_price": "99.00", "outer_id": "TS-BLK-L"}]}
+
+    class Listing(ScriptedClient):
+        platform = "pdd"
+
+        def __init__(self, payloads):
+            super().__init__([])
+            self.payloads = payloads
+            self.client = PddClient("http://127.0.0.1:1", "k", "s", "t")
+            self.client.defer_parsing = deferred
+
+        def fetch_changed(self, start, end, page_size=100):
+            if start <= NOW - dt.timedelta(hours=5) < end:
+                yield Page(orders=[self.client._listed(p, order_sn_of, parse_order) for p in self.payloads],
+                           page_no=1)
+
+    client = Listing([payload("P-OK"), payload("P-BAD", updated=None) | {"created_time": None}])
+    run = sync.sync_shop(shop_id, now=NOW, client=client)
+    assert run.status == "success" and run.created == 1 and run.rejected == 1
+    assert "P-OK" in _orders(shop_id) and "P-BAD" not in _orders(shop_id)
+    row = db.session.scalars(select(SyncReject)).one()
+    assert row.platform_order_id == "P-BAD" and row.error == "拼多多订单 P-BAD 缺少 updated_at"

@@ -88,6 +88,23 @@ class Deferred:
         return order
 
 
+class Unparsed:
+    """A listed order whose payload cannot be read as an order (a missing modified time, a
+    time or amount in no known format): its id, the digest of its payload and the zh
+    reason. The sync records it (无法保存的平台订单) and goes on with the rest, instead of
+    failing the same page on every run."""
+
+    __slots__ = ("platform_order_id", "raw_digest", "error")
+
+    def __init__(self, platform_order_id: str, raw_digest: Optional[str], error: str):
+        self.platform_order_id = platform_order_id
+        self.raw_digest = raw_digest
+        self.error = error
+
+
+BAD_ORDER = "bad_order"  # PlatformError.code: one order's payload is unreadable (not the whole answer)
+
+
 @dataclass
 class Page:
     orders: list[PlatformOrder]

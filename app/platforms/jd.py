@@ -198,7 +198,7 @@ def parse_order(o: dict) -> PlatformOrder:
     created = cn_time(o.get("orderStartTime"))
     modified = cn_time(o.get("modified")) or created
     if modified is None:
-        raise PlatformError("bad_response", f"京东订单 {order_id} 缺少修改时间", kind="server")
+        raise PlatformError("bad_order", f"京东订单 {order_id} 缺少修改时间", kind="server")
     logistics_id = text(o.get("logisticsId"))
     return PlatformOrder(
         platform_order_id=order_id,

@@ -187,7 +187,7 @@ def parse_order(o: dict) -> PlatformOrder:
     created = cn_time(o.get("created_time"))
     modified = cn_time(o.get("updated_at")) or created
     if modified is None:
-        raise PlatformError("bad_response", f"拼多多订单 {order_sn} 缺少 updated_at", kind="server")
+        raise PlatformError("bad_order", f"拼多多订单 {order_sn} 缺少 updated_at", kind="server")
     return PlatformOrder(
         platform_order_id=order_sn,
         platform_status=platform_status,

@@ -52,7 +52,7 @@ from app.extensions import db
 from app.models import Order, OrderEvent, OrderLine, Shop, SyncReject, SyncRun
 from app.models.types import utcnow
 from app.platforms import PlatformError, PlatformOrder, client_for
-from app.platforms.base import Deferred, PlatformLine
+from app.platforms.base import BAD_ORDER, Deferred, PlatformLine, Unparsed
 
 from . import bulk_orders, order_split, order_status, orders, sku_mapping
 from .errors import DomainError
@@ -532,6 +532,21 @@ def _write_new(plans: list, keys: dict) -> None:
         writer.close()
 
 
+def _readable(item) -> tuple:
+    """(the PlatformOrder, None), or (None, the zh reason) for a listed order whose payload
+    cannot be read (``Unparsed``, or a ``Deferred`` one failing now)."""
+    if isinstance(item, Unparsed):
+        return None, item.error
+    if isinstance(item, Deferred):
+        try:
+            return item.parse(), None
+        except PlatformError as exc:
+            if exc.code != BAD_ORDER:
+                raise
+            return None, exc.message
+    return item, None
+
+
 def _planned_or_refused(shop: Shop, po: PlatformOrder, digest: str, ctx: RunContext):
     """(:func:`plan_new`, None), or (None, the zh reason) for an order no order may be saved
     as (a quantity of 0, a negative amount): the same checks a typed-in or imported order
@@ -610,7 +625,10 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
             if raw is not None and stored is not None and stored[:_RAW] == raw_key(raw):
                 counts["unchanged"] += 1  # the same payload as stored: not even parsed
                 continue
-            po = item.parse() if isinstance(item, Deferred) else item
+            po, unreadable = _readable(item)
+            if unreadable is not None:
+                rejects.append((item.platform_order_id, unreadable))
+                continue
             digest = checksum(po)
             if same_payload(stored, po, digest):
                 counts["unchanged"] += 1
@@ -715,6 +733,8 @@ def _fetch_due_rejects(client, rows: list) -> list:
         except PlatformError as exc:
             if exc.kind == "auth":
                 raise  # the whole shop's sync fails the same way: report it as such
+            if exc.code == BAD_ORDER:  # still unreadable: its record says so again
+                got.append(Unparsed(row.platform_order_id, None, exc.message))
     return got
 
 
