@@ -126,6 +126,8 @@ def sync_cmd(shops):
         if run.status == "success":
             click.echo(f"  {name}：获取 {run.fetched}，新增 {run.created}，更新 {run.updated}，"
                        f"未变 {run.unchanged}，用时 {run.duration_seconds} 秒")
+            if run.rejected:
+                click.echo(f"  {name}：{run.error}")
         else:
             failed += 1
             click.echo(f"  {name}：失败：{run.error}")

@@ -468,9 +468,10 @@ def test_a_platform_order_that_cannot_be_saved_is_recorded_and_the_sync_goes_on(
     assert "「实付金额」" in rejects["BAD-1"].error and "不能为负数" in rejects["BAD-1"].error
     assert "第 1 行商品「数量」" in rejects["BAD-2"].error
 
-    # Listed again unchanged (the overlap): still refused, counted once more, not doubled.
+    # Asked for again at the next run (never tried yet) and listed again (the overlap):
+    # still refused, one record each, counted once in the run.
     run = sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=1), client=client)
-    assert run.status == "success"
+    assert run.status == "success" and run.rejected == 2
     assert db.session.scalar(select(func.count()).select_from(SyncReject)) == 2
 
     # The platform corrects one: saved on its next listing, its record gone, the shop's error
@@ -493,22 +494,47 @@ def test_a_recorded_order_is_asked_for_again_after_an_hour_and_on_retry_now(shop
     fetched = []
     real_fetch = client.fetch_order
     client.fetch_order = lambda pid: fetched.append(pid) or real_fetch(pid)
-    run = sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=1), client=client)
+
+    def run_at(minutes):
+        return sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=minutes), client=client)
+
+    run = run_at(1)
     assert fetched == ["BAD-3"] and run.rejected == 1  # never tried yet: tried at once, still bad
     row = db.session.scalars(select(SyncReject)).one()
-    assert row.last_tried_at is not None and row.attempts == 2
-    sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=2), client=client)
+    assert row.last_tried_at == NOW + dt.timedelta(minutes=1) and row.attempts == 2
+    run_at(2)
+    run_at(60)
     assert fetched == ["BAD-3"]  # tried within the hour: not asked for again
+    run_at(61)
+    assert fetched == ["BAD-3", "BAD-3"]  # an hour after the last try
+    run_at(62 + 7 * 24 * 60)
+    assert len(fetched) == 2  # a week after it was first seen: only 立即重试 asks again
 
     client.orders["BAD-3"] = po("BAD-3", modified=NOW - dt.timedelta(hours=1))  # same modified time
     assert sync.retry_rejects([row.id]) == [shop_id]
-    run = sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=3), client=client)
-    assert fetched == ["BAD-3", "BAD-3"] and run.created == 1
+    run = run_at(63 + 7 * 24 * 60)
+    assert len(fetched) == 3 and run.created == 1 and run.rejected == 0
     assert "BAD-3" in _orders(shop_id) and db.session.scalar(select(func.count()).select_from(SyncReject)) == 0
     assert db.session.get(Shop, shop_id).last_sync_error is None
 
 
-def test_a_changed_order_that_cannot_be_saved_keeps_its_stored_copy(shop_id):
+def test_a_recorded_order_the_platform_cannot_give_stays_recorded_and_the_sync_goes_on(shop_id):
+    client = ScriptedClient([po("BAD-4", lines=_bad_line(0)), po("OK-4")])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    del client.orders["BAD-4"]  # fetch_order: KeyError, not a PlatformError
+    client.orders["OK-5"] = po("OK-5", modified=NOW + dt.timedelta(minutes=1))
+    run = sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=2), client=client)
+    assert run.status == "success" and run.created == 1 and "OK-5" in _orders(shop_id)
+    row = db.session.scalars(select(SyncReject)).one()
+    assert row.platform_order_id == "BAD-4" and row.last_tried_at == NOW + dt.timedelta(minutes=2)
+
+
+def test_a_changed_order_that_cannot_be_saved_is_held_until_the_platform_copy_can_be(shop_id):
+    """The platform changed a stored order (perhaps refunded it) and the new copy cannot be
+    saved: the stored copy stays as it was and is held (平台数据异常) so nobody ships it;
+    the hold goes once the platform's copy can be saved, people cannot release it."""
+    from app.services import batch_actions
+
     client = ScriptedClient([po("CH-1")])
     sync.sync_shop(shop_id, now=NOW, client=client)
     client.orders["CH-1"] = po("CH-1", lines=_bad_line(0), receiver_address="新地址",
@@ -518,6 +544,58 @@ def test_a_changed_order_that_cannot_be_saved_keeps_its_stored_copy(shop_id):
     db.session.expire_all()
     order = _orders(shop_id)["CH-1"]
     assert order.receiver_address == "中山路1号" and order.lines[0].quantity == 1
+    assert order.active_hold_reasons == ["platform_data"]
+    assert "第 1 行商品「数量」" in order.holds[0].note
+    result = batch_actions.run("release", [order.id], {}, user_id=None)
+    assert not result["ok"] and "「平台数据异常」需平台解除后由同步自动解除" in str(result)
+    db.session.expire_all()
+    assert _orders(shop_id)["CH-1"].active_hold_reasons == ["platform_data"]
+
+    client.orders["CH-1"] = po("CH-1", receiver_address="新地址", modified=NOW + dt.timedelta(minutes=3))
+    run = sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=4), client=client)
+    assert run.updated == 1 and run.rejected == 0
+    db.session.expire_all()
+    order = _orders(shop_id)["CH-1"]
+    assert order.receiver_address == "新地址" and not order.is_held
+    assert db.session.scalar(select(func.count()).select_from(SyncReject)) == 0
+
+
+def test_a_platform_that_reverts_to_the_stored_copy_releases_the_hold(shop_id):
+    original = po("CH-2")
+    client = ScriptedClient([original])
+    sync.sync_shop(shop_id, now=NOW, client=client)
+    client.orders["CH-2"] = po("CH-2", paid_amount=Decimal("-1.00"), modified=NOW + dt.timedelta(minutes=1))
+    sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=2), client=client)
+    assert _orders(shop_id)["CH-2"].active_hold_reasons == ["platform_data"]
+    client.orders["CH-2"] = original  # byte for byte the stored copy: unchanged, never re-applied
+    sync.retry_rejects([db.session.scalars(select(SyncReject)).one().id])
+    run = sync.sync_shop(shop_id, now=NOW + dt.timedelta(minutes=3), client=client)
+    assert run.unchanged >= 1 and run.rejected == 0
+    db.session.expire_all()
+    assert not _orders(shop_id)["CH-2"].is_held
+    assert db.session.scalar(select(func.count()).select_from(SyncReject)) == 0
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_an_order_listed_twice_is_decided_by_its_last_copy(shop_id, bulk):
+    """Backwards paging lists an order twice: a refused copy followed by a good one is
+    saved and leaves no record; a good one followed by a refused one is saved, held and
+    recorded. Both the bulk path and the per-order path."""
+    bad, good = po("TW-1", lines=_bad_line(0)), po("TW-1", modified=NOW - dt.timedelta(minutes=30))
+    bad2, good2 = po("TW-2", lines=_bad_line(0), modified=NOW - dt.timedelta(minutes=30)), po("TW-2")
+
+    class Twice(ScriptedClient):
+        def fetch_changed(self, start, end, page_size=100):
+            if start <= NOW - dt.timedelta(hours=1) < end:
+                yield Page(orders=[bad, good2], page_no=2)
+                yield Page(orders=[good, bad2], page_no=1)
+
+    run = sync.sync_shop(shop_id, now=NOW, client=Twice(), bulk=bulk)
+    assert run.status == "success" and run.rejected == 1 and "TW-2" in run.error and "TW-1" not in run.error
+    orders = _orders(shop_id)
+    assert orders["TW-1"].lines[0].quantity == 1 and not orders["TW-1"].is_held
+    assert orders["TW-2"].active_hold_reasons == ["platform_data"]
+    assert [r.platform_order_id for r in db.session.scalars(select(SyncReject))] == ["TW-2"]
 
 
 def _reserved_codes(order_id):

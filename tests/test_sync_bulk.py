@@ -252,7 +252,9 @@ def test_no_change_page_costs_one_query(ctx, ids):
         counts = sync.apply_page(shop, page, ctx_)
     finally:
         sa.event.remove(db.engine, "before_cursor_execute", count)
-    assert counts == {"created": 0, "updated": 0, "unchanged": 30, "rejected": 0, "rejects": [], "saved": []}
+    assert {k: counts[k] for k in ("created", "updated", "unchanged", "rejected", "rejects")} == {
+        "created": 0, "updated": 0, "unchanged": 30, "rejected": 0, "rejects": {}}
+    assert sorted(counts["current"]) == sorted(o.platform_order_id for o in page)
     assert len([q for q in seen if "oms_order" in q]) == 1 and len(seen) == 1, seen
 
 

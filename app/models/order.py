@@ -26,6 +26,7 @@ HOLD_REASONS = {
     "blacklist": _l("Blacklist"),
     "unmatched_sku": _l("Unmatched SKU"),
     "platform_locked": _l("Locked by platform"),
+    "platform_data": _l("Unsaveable platform data"),
     "manual": _l("Manual hold"),
 }
 

@@ -64,8 +64,9 @@ class JdClient(GatewayClient):
     label = "京东"
     # The API allows a month; we keep windows small like the other platforms.
     max_window = dt.timedelta(days=1)
-    # As for Taobao: an order the index shows late must not shift pages of a window being
-    # paged; the windows that advance the checkpoint end a minute ago (services/sync.py).
+    # JD lists oldest first (sortType 0), read from the last page backwards: an order its
+    # index shows late lands on a page already read. The windows that advance the
+    # checkpoint end a minute ago, so the next run reads such an order (services/sync.py).
     safety_lag = dt.timedelta(minutes=1)
 
     # --- transport ------------------------------------------------------------

@@ -89,7 +89,7 @@ class TaobaoClient(GatewayClient):
     # only while nothing enters the window during the paging: an order the index shows late
     # would push one order per page boundary into a page already read. So the windows that
     # advance the checkpoint end a minute ago; the last minute is read in a window of its own
-    # (services/sync.py) and again by the next run.
+    # (services/sync.py) and again by the next run. This covers an index up to a minute late.
     safety_lag = dt.timedelta(minutes=1)
 
     def __init__(self, *args, sign_method: str = "md5", **kwargs):

@@ -72,8 +72,8 @@ BATCH_NOTE = "批量操作"
 DEFAULT_MAX = 5000
 DEFAULT_CHUNK = 200
 HOLD_REASON_MAX = 200
-# Holds that mirror a platform fact: only sync releases them (services/sync.py PLATFORM_HOLDS).
-PLATFORM_HOLDS = frozenset({"refunding", "platform_locked"})
+# Holds that mirror a platform fact: only sync releases them.
+PLATFORM_HOLDS = frozenset(order_status.PLATFORM_HOLDS)
 
 Progress = Callable[[int, int, Optional[str]], None]
 

@@ -79,7 +79,7 @@ from .order_status import HOLD_ZH, HOLDABLE, STATUS_ZH
 SUFFIX = "-拆"
 PID_MAX = Order.__table__.c.platform_order_id.type.length  # 64
 # Platform facts in progress: no split until the platform clears them.
-BLOCKING_HOLDS = ("refunding", "platform_locked")
+BLOCKING_HOLDS = order_status.PLATFORM_HOLDS
 # Holds that describe the whole trade: the new order gets them too.
 COPIED_HOLDS = ("manual", "address_incomplete", "blacklist")
 # Fields a re-sync of a split original must leave alone (the platform shows the whole trade).

@@ -31,9 +31,14 @@ HOLD_ZH = {
     "blacklist": "黑名单",
     "unmatched_sku": "未匹配商品",
     "platform_locked": "平台锁定",
+    "platform_data": "平台数据异常",
     "manual": "人工挂起",
 }
 HOLDABLE = {"to_audit", "to_ship"}
+# Holds that mirror a platform fact: only the sync releases them, once the platform no
+# longer reports it (退款中, 平台锁定), or once the platform's copy of the order can be saved
+# again (平台数据异常: a newer copy the sync had to refuse, services/sync.py).
+PLATFORM_HOLDS = ("refunding", "platform_locked", "platform_data")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import threading
 import time
 from dataclasses import asdict
@@ -55,12 +56,14 @@ from app.platforms import PlatformError, PlatformOrder, client_for
 from app.platforms.base import BAD_ORDER, Deferred, PlatformLine, Unparsed
 
 from . import bulk_orders, order_split, order_status, orders, sku_mapping
-from .errors import DomainError
+from .errors import DomainError, ValidationError
 from .scope import as_scope
+
+log = logging.getLogger(__name__)
 
 MAX_INLINE_WAIT = 30.0  # seconds: longer bans end the run instead of blocking a worker
 SERVER_RETRIES = 4
-PLATFORM_HOLDS = ("refunding", "platform_locked")
+PLATFORM_HOLDS = order_status.PLATFORM_HOLDS
 
 
 class SyncBusy(DomainError):
@@ -554,7 +557,7 @@ def _planned_or_refused(shop: Shop, po: PlatformOrder, digest: str, ctx: RunCont
     one bad order must not stop the shop's sync on every run."""
     try:
         return plan_new(shop, po, digest, ctx.skus(shop.id), ctx.max_text), None
-    except DomainError as exc:
+    except ValidationError as exc:
         return None, exc.message
 
 
@@ -603,10 +606,14 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
     in bulk (``bulk=False``: one ``apply_platform_order`` each, the reference the tests
     compare with); changed ones are loaded in one query and
     updated one by one. An order listed twice (backwards paging) is applied after its
-    first copy, as if one after the other."""
+    first copy, as if one after the other.
+
+    An order that cannot be saved (:func:`_readable`, :func:`_planned_or_refused`) is left
+    out: ``counts["rejects"]`` maps its id to the zh reason, and ``counts["current"]`` lists
+    the orders whose stored copy is now the platform's (saved or unchanged); for an order
+    listed twice, its last copy decides (:func:`_record_rejects`)."""
     counts = {"created": 0, "updated": 0, "unchanged": 0, "rejected": 0}
-    rejects: list = []  # (platform order id, zh reason): left out, recorded by the run
-    saved: list = []  # platform order ids created or updated
+    outcome: dict = {}  # platform order id → None (stored copy current) or the zh reason it was refused
     rounds: list = []
     seen: dict = {}
     for po in page_orders:
@@ -624,25 +631,27 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
             raw = item.raw_digest
             if raw is not None and stored is not None and stored[:_RAW] == raw_key(raw):
                 counts["unchanged"] += 1  # the same payload as stored: not even parsed
+                outcome[item.platform_order_id] = None
                 continue
             po, unreadable = _readable(item)
             if unreadable is not None:
-                rejects.append((item.platform_order_id, unreadable))
+                outcome[item.platform_order_id] = unreadable
                 continue
             digest = checksum(po)
             if same_payload(stored, po, digest):
                 counts["unchanged"] += 1
+                outcome[po.platform_order_id] = None
                 continue
             plan, refusal = _planned_or_refused(shop, po, digest, ctx)
             if refusal is not None:
-                rejects.append((po.platform_order_id, refusal))
+                outcome[po.platform_order_id] = refusal
                 continue
             if stored is None:
                 new.append((po, plan if bulk else digest))
             else:
                 changed.append((po, digest))
             known[po.platform_order_id] = digest
-            saved.append(po.platform_order_id)
+            outcome[po.platform_order_id] = None
         if new:
             if bulk:
                 _create_new(shop, new, ctx)
@@ -660,8 +669,9 @@ def apply_page(shop: Shop, page_orders: list, ctx: RunContext, *, bulk: bool = T
             counts["updated"] += len(changed)
         if new or changed:
             db.session.flush()
-    counts["rejected"] = len(rejects)
-    counts["rejects"], counts["saved"] = rejects, saved
+    counts["rejects"] = {pid: reason for pid, reason in outcome.items() if reason is not None}
+    counts["current"] = [pid for pid, reason in outcome.items() if reason is None]
+    counts["rejected"] = len(counts["rejects"])
     return counts
 
 
@@ -688,19 +698,33 @@ def _apply_batch(shop: Shop, listed: list, ctx: RunContext, bulk: bool) -> dict:
 
 # --- platform orders that cannot be saved (无法保存的平台订单) ------------------------------
 RETRY_AFTER = dt.timedelta(hours=1)  # a recorded order is asked for again this often
+RETRY_FOR = dt.timedelta(days=7)  # and for this long after it was first seen (then: 立即重试 only)
 RETRY_PER_RUN = 20
 _REJECTS_SHOWN = 3  # in the run's message; every one is in oms_sync_reject
 
 
 def _record_rejects(shop_id: int, counts: dict, open_rejects: set, now: dt.datetime) -> None:
     """In the batch's transaction: record the orders the batch left out (one row per order,
-    its latest reason) and drop the rows of recorded orders it saved now."""
-    rejects = dict(counts.get("rejects") or ())
-    cleared = [pid for pid in counts.get("saved") or () if pid in open_rejects]
+    its latest reason) and hold the stored copy of any of them (平台数据异常: the platform
+    changed the order, perhaps closed or refunded it, and that could not be applied); drop
+    the records of orders whose stored copy is the platform's now, and release their hold."""
+    rejects = counts.get("rejects") or {}
+    cleared = [pid for pid in counts.get("current") or () if pid in open_rejects]
     if cleared:
         db.session.execute(SyncReject.__table__.delete().where(
             SyncReject.shop_id == shop_id, SyncReject.platform_order_id.in_(cleared)))
         open_rejects.difference_update(cleared)
+    touched = list(rejects) + cleared
+    if not touched:
+        return
+    for order in db.session.scalars(select(Order).where(
+            Order.shop_id == shop_id, Order.platform_order_id.in_(touched)).options(selectinload(Order.holds))):
+        active = order.active_hold_reasons
+        reason = rejects.get(order.platform_order_id)
+        if reason is None and "platform_data" in active:
+            order_status.release(order, "platform_data", source="sync", note="平台订单已可保存")
+        elif reason is not None and "platform_data" not in active and order.status in order_status.HOLDABLE:
+            order_status.hold(order, "platform_data", source="sync", note=f"平台的最新订单数据无法保存：{reason}"[:500])
     if not rejects:
         return
     rows = {r.platform_order_id: r for r in db.session.scalars(select(SyncReject).where(
@@ -716,16 +740,21 @@ def _record_rejects(shop_id: int, counts: dict, open_rejects: set, now: dt.datet
 
 
 def _due_rejects(shop_id: int, now: dt.datetime) -> list:
+    """Recorded orders to ask for again: never tried, or tried over RETRY_AFTER ago, and
+    first seen within RETRY_FOR (older ones wait for 立即重试, which clears the stamp)."""
+    never = SyncReject.last_tried_at.is_(None)
     return list(db.session.scalars(
         select(SyncReject).where(SyncReject.shop_id == shop_id,
-                                 (SyncReject.last_tried_at.is_(None)) | (SyncReject.last_tried_at <= now - RETRY_AFTER))
-        .order_by(SyncReject.last_tried_at.is_not(None), SyncReject.last_tried_at, SyncReject.id)
+                                 never | ((SyncReject.last_tried_at <= now - RETRY_AFTER)
+                                          & (SyncReject.first_seen_at >= now - RETRY_FOR)))
+        .order_by(never.desc(), SyncReject.last_tried_at, SyncReject.id)
         .limit(RETRY_PER_RUN)))
 
 
 def _fetch_due_rejects(client, rows: list) -> list:
     """The recorded orders due for another try, fetched whole. One the platform does not
-    answer for now stays recorded and is tried again later."""
+    answer for (not found, or anything unexpected) stays recorded and is tried again
+    later; a gateway that is down or limiting ends the tries (the windows will tell)."""
     got = []
     for row in rows:
         try:
@@ -735,13 +764,17 @@ def _fetch_due_rejects(client, rows: list) -> list:
                 raise  # the whole shop's sync fails the same way: report it as such
             if exc.code == BAD_ORDER:  # still unreadable: its record says so again
                 got.append(Unparsed(row.platform_order_id, None, exc.message))
+            elif exc.retryable:
+                break
+        except Exception:  # noqa: BLE001 - one order must not stop the shop's sync
+            log.exception("sync: fetching recorded order %s failed", row.platform_order_id)
     return got
 
 
-def _reject_summary(rejects: list, total: int) -> str:
-    shown = "；".join(f"平台订单 {pid}：{reason}" for pid, reason in rejects[:_REJECTS_SHOWN])
-    more = "……" if total > _REJECTS_SHOWN else ""
-    return f"{total} 单平台订单无法保存，已跳过（见「无法保存的平台订单」）：{shown}{more}"[:2000]
+def _reject_summary(rejects: dict) -> str:
+    shown = "；".join(f"平台订单 {pid}：{reason}" for pid, reason in list(rejects.items())[:_REJECTS_SHOWN])
+    more = "……" if len(rejects) > _REJECTS_SHOWN else ""
+    return f"{len(rejects)} 单平台订单无法保存，已跳过（见「无法保存的平台订单」）：{shown}{more}"[:2000]
 
 
 def retry_rejects(reject_ids: list[int]) -> list[int]:
@@ -848,18 +881,21 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
     total_windows = max(1, len(windows))
     pages_done = 0
     tally = {"created": 0, "updated": 0, "unchanged": 0, "fetched": 0, "pages": 0, "rejected": 0}
-    rejected: list = []  # (platform order id, reason) of this run, for its message
+    rejected: dict = {}  # platform order id → reason, of this run (the last one), for its message
     open_rejects = set(db.session.scalars(select(SyncReject.platform_order_id).where(SyncReject.shop_id == shop.id)))
 
     def applied(listed: list) -> dict:
         """A batch applied, its left-out orders recorded and the run's counters set."""
         counts = _apply_batch(shop, listed, ctx, bulk) if listed else dict.fromkeys(tally, 0)
-        _record_rejects(shop.id, counts, open_rejects, utcnow())
-        rejected.extend(counts.get("rejects") or ())
+        _record_rejects(shop.id, counts, open_rejects, now)
+        for pid in counts.get("current") or ():
+            rejected.pop(pid, None)  # saved later in the run
+        rejected.update(counts.get("rejects") or {})
         # Counters once per batch, not per order (each change would flush the run row),
         # kept here and set, not incremented: the run row is not reloaded after a commit.
-        for outcome in ("created", "updated", "unchanged", "rejected"):
+        for outcome in ("created", "updated", "unchanged"):
             tally[outcome] += counts[outcome]
+        tally["rejected"] = len(rejected)
         tally["fetched"] += len(listed)
         for name, value in tally.items():
             setattr(run, name, value)
@@ -929,9 +965,19 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
         due = _due_rejects(shop.id, now) if open_rejects else []
         if due:
             for row in due:
-                row.last_tried_at = utcnow()
-            applied(_fetch_due_rejects(client, due))
-            db.session.commit()
+                row.last_tried_at = now
+            db.session.commit()  # tried, whatever comes of it: a failing order waits its hour
+            got = _fetch_due_rejects(client, due)
+            try:
+                applied(got)
+            except PlatformError:
+                raise
+            except Exception:  # noqa: BLE001 - the windows still run; the records stay
+                db.session.rollback()
+                log.exception("sync: applying recorded orders of shop %s failed", shop.id)
+            else:
+                keep_lock()
+                db.session.commit()
             ctx.page_done()
         if windows:
             pool.submit(produce)
@@ -976,14 +1022,16 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
             shop.sync_checkpoint = min(end_limit, now)
         run.status = "success"
         run.retries = retries["n"]
+        previous_error = shop.last_sync_error
         shop.last_sync_success_at = utcnow()
         shop.last_sync_error = None
         shop.sync_not_before = None
         if rejected:
-            run.error = _reject_summary(rejected, len(rejected))
+            run.error = _reject_summary(rejected)
         if open_rejects:  # recorded by this run or an earlier one, and still not saved
             shop.last_sync_error = f"有 {len(open_rejects)} 单平台订单无法保存，见「无法保存的平台订单」"
-            shop.last_sync_error_at = utcnow()
+            if shop.last_sync_error != previous_error:
+                shop.last_sync_error_at = utcnow()
     except _Interrupted:
         db.session.rollback()
         run.status = "failed"

@@ -65,6 +65,6 @@ class SyncRejectView(OmsModelView):
         rows = [r for r in (items if isinstance(items, list) else [items]) if r is not None]
         shops = sync.retry_rejects([r.id for r in rows])
         queued = [sid for sid in shops if enqueue_sync(sid, "manual", g.user.id) is not None]
-        flash(f"已排队重试 {len(rows)} 单，{len(queued)} 个店铺开始同步"
+        flash(f"将重试 {len(rows)} 单：{len(queued)} 个店铺已加入同步队列"
               + ("；其余店铺正在同步，下次同步时重试" if len(queued) < len(shops) else ""), "success")
         return redirect(self.get_redirect())
