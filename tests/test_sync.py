@@ -490,7 +490,7 @@ def test_a_recorded_order_is_asked_for_again_after_an_hour_and_on_retry_now(shop
     client = ScriptedClient([po("BAD-3", lines=_bad_line(0), modified=NOW - dt.timedelta(hours=1))])
     sync.sync_shop(shop_id, now=NOW, client=client)
     row = db.session.scalars(select(SyncReject)).one()
-    assert row.last_tried_at is None and row.attempts == 1
+    assert row.last_tried_at is None and row.times_seen == 1
     fetched = []
     real_fetch = client.fetch_order
     client.fetch_order = lambda pid: fetched.append(pid) or real_fetch(pid)
@@ -501,7 +501,7 @@ def test_a_recorded_order_is_asked_for_again_after_an_hour_and_on_retry_now(shop
     run = run_at(1)
     assert fetched == ["BAD-3"] and run.rejected == 1  # never tried yet: tried at once, still bad
     row = db.session.scalars(select(SyncReject)).one()
-    assert row.last_tried_at == NOW + dt.timedelta(minutes=1) and row.attempts == 2
+    assert row.last_tried_at == NOW + dt.timedelta(minutes=1) and row.times_seen == 2
     run_at(2)
     run_at(60)
     assert fetched == ["BAD-3"]  # tried within the hour: not asked for again
@@ -737,7 +737,7 @@ def test_the_rejected_orders_page_lists_them_in_zh_and_retries_now(app, ids, log
     redis.Redis.from_url(TEST_REDIS_URL).delete(f"oms:sync:shop:{shop_a}", f"rq:job:{job_id_for(shop_a)}")
     with app.app_context():
         row = SyncReject(shop_id=shop_a, platform_order_id="BAD-9", error="第 1 行商品「数量」不能小于 1",
-                         first_seen_at=NOW, last_seen_at=NOW, last_tried_at=NOW, attempts=3)
+                         first_seen_at=NOW, last_seen_at=NOW, last_tried_at=NOW, times_seen=3)
         db.session.add(row)
         db.session.commit()
         rid = row.id

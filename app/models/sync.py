@@ -70,7 +70,7 @@ class SyncReject(Model):
     first_seen_at = Column(UTCDateTime, nullable=False, default=utcnow, info=col_info(_l("First seen at")))
     last_seen_at = Column(UTCDateTime, nullable=False, default=utcnow, info=col_info(_l("Last seen at")))
     last_tried_at = Column(UTCDateTime, info=col_info(_l("Last retried at")))
-    attempts = Column(Integer, nullable=False, default=1, info=col_info(_l("Times seen")))
+    times_seen = Column(Integer, nullable=False, default=1, info=col_info(_l("Times seen")))
 
     @property
     def shop_scope_id(self):

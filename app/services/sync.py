@@ -733,9 +733,9 @@ def _record_rejects(shop_id: int, counts: dict, open_rejects: set, now: dt.datet
         row = rows.get(pid)
         if row is None:
             db.session.add(SyncReject(shop_id=shop_id, platform_order_id=pid, error=reason,
-                                      first_seen_at=now, last_seen_at=now, attempts=1))
+                                      first_seen_at=now, last_seen_at=now, times_seen=1))
         else:
-            row.error, row.last_seen_at, row.attempts = reason, now, (row.attempts or 0) + 1
+            row.error, row.last_seen_at, row.times_seen = reason, now, (row.times_seen or 0) + 1
     open_rejects.update(rejects)
 
 

@@ -51,10 +51,10 @@ class SyncRejectView(OmsModelView):
     method_permission_name = dict(VIEW_METHOD_PERMISSIONS, retry_now="sync")
     list_title = show_title = _l("Rejected platform orders")
     list_columns = ["shop", "platform_order_id", "error", "first_seen_at", "last_seen_at", "last_tried_at",
-                    "attempts"]
+                    "times_seen"]
     show_columns = list_columns
     search_columns = ["shop", "platform_order_id", "last_seen_at"]
-    order_columns = ["first_seen_at", "last_seen_at", "attempts"]
+    order_columns = ["first_seen_at", "last_seen_at", "times_seen"]
     base_order = ("last_seen_at", "desc")
 
     @action("retry_now", _l("Retry now"), None, "fa-refresh")

@@ -37,7 +37,7 @@ def upgrade():
         sa.Column('first_seen_at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('last_seen_at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('last_tried_at', sa.DateTime(timezone=True), nullable=True),
-        sa.Column('attempts', sa.Integer(), nullable=False),
+        sa.Column('times_seen', sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(['shop_id'], ['oms_shop.id'], ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('shop_id', 'platform_order_id', name='uq_sync_reject_shop_order'),
