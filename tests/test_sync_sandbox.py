@@ -365,3 +365,65 @@ def test_a_new_pdd_order_shows_in_one_sync_while_the_checkpoint_keeps_the_3_minu
     assert run2.status == "success" and run2.created == 0
     assert run2.unchanged >= len(fresh)  # the last minutes were read again, nothing doubled
     assert len(_ours(shop_id)) == len(ours)
+
+
+KILLABLE_SYNC = """
+import sys
+from tests.conftest import make_app
+
+app = make_app(sys.argv[1], OMS_SYNC_LOCK_SECONDS=3, OMS_SYNC_BATCH_ORDERS=1)
+with app.app_context():
+    from app.services import sync
+    sync.sync_shop(int(sys.argv[2]))
+"""
+
+
+def test_a_worker_killed_mid_sync_then_rerun_ends_with_exactly_the_sandbox_set(sandbox, shops, tmp_path):
+    """A worker process killed (SIGKILL) after some batches are committed: its lock lapses
+    within OMS_SYNC_LOCK_SECONDS, the next run marks the dead run failed and ends with
+    exactly the sandbox's order set: same count, same per-order checksum, no duplicates."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    base, state = sandbox
+    shop_id = shops["pdd"]
+    now = dt.datetime.now(dt.timezone.utc)
+    state.seed_orders(TWINS["pdd"], 300, now - dt.timedelta(hours=40), now - dt.timedelta(minutes=5))
+    requests.put(f"{base}/_sandbox/shops/{TWINS['pdd'].app_key}/faults", json={"slow_ms": 30})
+    root = Path(__file__).resolve().parent.parent
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", KILLABLE_SYNC, db.engine.url.database, str(shop_id)],
+                                cwd=root, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        committed = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            db.session.expire_all()
+            committed = len(_ours(shop_id))
+            if committed >= 20:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None and committed >= 20, "the worker should be mid-sync: " + log.read_text()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    requests.put(f"{base}/_sandbox/shops/{TWINS['pdd'].app_key}/faults", json={})
+    db.session.expire_all()
+    assert 0 < len(_ours(shop_id)) < 300
+    dead = db.session.scalars(select(SyncRun).where(SyncRun.shop_id == shop_id)).one()
+    assert dead.status == "running"  # nobody could say otherwise yet
+    with pytest.raises(sync.SyncBusy):  # the killed worker's lock, until it lapses
+        sync.sync_shop(shop_id)
+    time.sleep(3.5)
+    run = sync.sync_shop(shop_id)
+    assert run.status == "success", run.error
+    db.session.expire_all()
+    dead = db.session.get(SyncRun, dead.id)
+    assert dead.status == "failed" and "同步进程意外退出" in dead.error and dead.finished_at is not None
+    assert len(_reconcile(base, "pdd", shop_id)) > 250  # PDD lists paid orders only

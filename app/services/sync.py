@@ -139,10 +139,20 @@ def payload_hash(po: PlatformOrder) -> str:
 
 
 # --- locking ----------------------------------------------------------------
-def _lock(shop_id: int, timeout: int = 600):
+LOCK_SECONDS = 120  # OMS_SYNC_LOCK_SECONDS: renewed while the run lives, so a killed worker's lock goes soon
+
+
+def lock_seconds() -> int:
+    return int(current_app.config.get("OMS_SYNC_LOCK_SECONDS", LOCK_SECONDS)) if has_app_context() else LOCK_SECONDS
+
+
+def _lock(shop_id: int, timeout: Optional[int] = None):
+    """The shop's sync lock. A run renews it before each batch and every quarter of its
+    timeout while it waits for the platform, so it never lapses under a live run; a worker
+    killed mid-run (OOM, deploy, job timeout) leaves it for at most one timeout."""
     from app.jobs.queue import redis_conn
 
-    return redis_conn().lock(f"oms:sync:shop:{shop_id}", timeout=timeout, blocking=False)
+    return redis_conn().lock(f"oms:sync:shop:{shop_id}", timeout=timeout or lock_seconds(), blocking=False)
 
 
 class LockLost(DomainError):
@@ -751,24 +761,37 @@ def _due_rejects(shop_id: int, now: dt.datetime) -> list:
         .limit(RETRY_PER_RUN)))
 
 
-def _fetch_due_rejects(client, rows: list) -> list:
-    """The recorded orders due for another try, fetched whole. One the platform does not
-    answer for (not found, or anything unexpected) stays recorded and is tried again
-    later; a gateway that is down or limiting ends the tries (the windows will tell)."""
+def _fetch_due_rejects(client, rows: list, keep_lock: Callable[[], None] = lambda: None) -> list:
+    """The recorded orders due for another try, fetched whole, one call each without the
+    run's retries. One the platform does not answer for (not found, or anything
+    unexpected) stays recorded and is tried again later; a gateway that is down or
+    limiting ends the tries (the windows will tell, with their retries)."""
     got = []
-    for row in rows:
-        try:
-            got.append(client.fetch_order(row.platform_order_id))
-        except PlatformError as exc:
-            if exc.kind == "auth":
-                raise  # the whole shop's sync fails the same way: report it as such
-            if exc.code == BAD_ORDER:  # still unreadable: its record says so again
-                got.append(Unparsed(row.platform_order_id, None, exc.message))
-            elif exc.retryable:
+    policy, client.call_policy = client.call_policy, None
+    try:
+        for row in rows:
+            keep_lock()
+            if not _fetch_one_reject(client, row, got):
                 break
-        except Exception:  # noqa: BLE001 - one order must not stop the shop's sync
-            log.exception("sync: fetching recorded order %s failed", row.platform_order_id)
+    finally:
+        client.call_policy = policy
     return got
+
+
+def _fetch_one_reject(client, row, got: list) -> bool:
+    """Appends the fetched order (or an Unparsed one) to ``got``; False: stop trying."""
+    try:
+        got.append(client.fetch_order(row.platform_order_id))
+    except PlatformError as exc:
+        if exc.kind == "auth":
+            raise  # the whole shop's sync fails the same way: report it as such
+        if exc.code == BAD_ORDER:  # still unreadable: its record says so again
+            got.append(Unparsed(row.platform_order_id, None, exc.message))
+        elif exc.retryable:
+            return False
+    except Exception:  # noqa: BLE001 - one order must not stop the shop's sync
+        log.exception("sync: fetching recorded order %s failed", row.platform_order_id)
+    return True
 
 
 def _reject_summary(rejects: dict) -> str:
@@ -854,6 +877,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
     client.call_policy = policy
     end_limit = now - client.safety_lag
     start = (shop.sync_checkpoint - client.overlap) if shop.sync_checkpoint else _first_start(shop, now)
+    _close_abandoned_runs(shop.id)
     run = SyncRun(shop_id=shop.id, trigger=trigger, status="running", started_at=utcnow(),
                   window_start=start, window_end=end_limit)
     db.session.add(run)
@@ -967,7 +991,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
             for row in due:
                 row.last_tried_at = now
             db.session.commit()  # tried, whatever comes of it: a failing order waits its hour
-            got = _fetch_due_rejects(client, due)
+            got = _fetch_due_rejects(client, due, keep_lock)
             try:
                 applied(got)
             except PlatformError:
@@ -981,8 +1005,14 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
             ctx.page_done()
         if windows:
             pool.submit(produce)
+        renew_every = max(1.0, lock_seconds() / 4)
         while windows:
-            item = fetched.get()
+            while True:  # the platform may be slow or banning: the lock must outlive the wait
+                try:
+                    item = fetched.get(timeout=renew_every)
+                    break
+                except queue_module.Empty:
+                    keep_lock()
             if item is None:
                 break
             if isinstance(item, BaseException):
@@ -1069,6 +1099,17 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
     run.finished_at = utcnow()
     db.session.commit()
     return run
+
+
+def _close_abandoned_runs(shop_id: int) -> None:
+    """Runs of this shop still marked 运行中 belong to a worker that died mid-run (this run
+    holds the shop's lock, so none of them is alive): 同步记录 shows them failed. What they
+    committed stays, and this run goes on from their last checkpoint."""
+    from sqlalchemy import update
+
+    db.session.execute(update(SyncRun).where(SyncRun.shop_id == shop_id, SyncRun.status == "running").values(
+        status="failed", finished_at=utcnow(),
+        error="同步进程意外退出（如被终止或内存不足），本次同步未完成；已提交的订单保留，下次同步从检查点继续"))
 
 
 class _Interrupted(Exception):
