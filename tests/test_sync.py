@@ -323,7 +323,7 @@ def test_the_lock_is_renewed_for_each_batch(shop_id, monkeypatch):
     client = ScriptedClient([po(f"R{i}", modified=NOW - dt.timedelta(hours=20 - 6 * i)) for i in range(3)])
     run = sync.sync_shop(shop_id, now=NOW, client=client, sleep=lambda s: None)
     assert run.status == "success" and run.created == 3
-    assert len(renewed) >= 3 and all(ttl > 500_000 for ttl in renewed)  # back to the full 600 s each time
+    assert len(renewed) >= 3 and all(ttl > 100_000 for ttl in renewed)  # back to the full 120 s each time
 
 
 def test_a_shop_without_backfill_starts_from_now(shop_id):
