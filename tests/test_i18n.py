@@ -270,7 +270,18 @@ def test_zh_pages_with_data_have_no_english(app, ids, login):
     cs.post("/orderview/action_post", data={"action": "hold_orders", "rowid": [str(oid)]})
     admin = login("admin")
     admin.put(f"/api/v1/order/{oid}", json={"seller_memo": "加急", "flag": 1})
-    pages = [f"/orderview/show/{oid}", f"/orderview/edit/{oid}", "/orderview/list/",
+    with app.app_context():  # 无法保存的平台订单 and a run that left one out
+        from app.extensions import db
+        from app.models import SyncReject, SyncRun
+        from app.models.types import utcnow
+
+        db.session.add_all([
+            SyncReject(shop_id=ids["shops"]["A"], platform_order_id="3000000000000009999", error="第 1 行商品「数量」不能小于 1",
+                       first_seen_at=utcnow(), last_seen_at=utcnow(), last_tried_at=utcnow(), times_seen=2),
+            SyncRun(shop_id=ids["shops"]["A"], trigger="schedule", status="success", started_at=utcnow(),
+                    finished_at=utcnow(), rejected=1, error="1 单平台订单无法保存，已跳过（见「无法保存的平台订单」）")])
+        db.session.commit()
+    pages = ["/syncrejectview/list/", "/syncrunview/list/", f"/orderview/show/{oid}", f"/orderview/edit/{oid}", "/orderview/list/",
              "/ordereventview/list/", "/piiaccesslogview/list/", "/customerview/list/",
              "/customerview/show/1", "/users/list/", "/users/show/2", "/users/edit/2", "/users/add",
              "/roles/list/", "/roles/show/2", "/roles/edit/2", "/groups/list/", "/skuview/show/1",

@@ -744,7 +744,7 @@ def test_the_rejected_orders_page_lists_them_in_zh_and_retries_now(app, ids, log
     ops = login("ops")
     html = ops.get("/syncrejectview/list/").get_data(as_text=True)
     assert "无法保存的平台订单" in html and "BAD-9" in html and "第 1 行商品「数量」不能小于 1" in html
-    assert "立即重试" in html and "Rejected" not in html
+    assert "立即重试" in html and "发现次数" in html and "Rejected" not in html and "Times seen" not in html
     resp = ops.post("/syncrejectview/action_post", data={"action": "retry_now", "rowid": [str(rid)]})
     assert resp.status_code == 302
     with app.app_context():
