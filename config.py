@@ -137,6 +137,10 @@ class Config:
 
     # --- domain -------------------------------------------------------
     OMS_MAX_TEXT = 2000  # longest buyer message / memo accepted
+    # Platform sync (services/sync.py): windows applied together up to this many orders, and
+    # the per-shop lock's timeout (renewed while a run lives; at least 10 s).
+    OMS_SYNC_BATCH_ORDERS = int(os.environ.get("OMS_SYNC_BATCH_ORDERS", "2000") or 2000)
+    OMS_SYNC_LOCK_SECONDS = max(10, int(os.environ.get("OMS_SYNC_LOCK_SECONDS", "120") or 120))
     # Excel/CSV import (services/imports): largest file, most data rows, and the zip-bomb
     # caps checked on an xlsx's members before it is parsed.
     OMS_IMPORT_MAX_BYTES = int(os.environ.get("OMS_IMPORT_MAX_BYTES", str(50 * 1024 * 1024)))

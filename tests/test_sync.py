@@ -278,10 +278,12 @@ def test_two_syncs_of_one_shop_do_not_overlap(shop_id):
     assert db.session.query(SyncRun).filter_by(shop_id=shop_id).count() == 0
 
 
-def test_a_run_that_lost_its_lock_to_another_run_stops_before_writing_the_next_batch(shop_id, monkeypatch):
-    """A backfill can outlast the lock's timeout: each batch renews it. If it expired and
-    another run of the shop took it, this run stops, the batch in hand is not written, and
-    what was committed before stays (checkpoint at the last committed batch)."""
+@pytest.mark.parametrize("taken", [True, False])
+def test_a_run_that_lost_its_lock_to_another_run_stops_before_writing_the_next_batch(shop_id, monkeypatch, taken):
+    """A run renews its lock before each batch and while it waits. If the lock expired
+    anyway (a stall longer than its timeout), this run stops, whether another run holds
+    the lock now or has come and gone: the batch in hand is not written, and what was
+    committed before stays (checkpoint at the last committed batch)."""
     from flask import current_app
 
     monkeypatch.setitem(current_app.config, "OMS_SYNC_BATCH_ORDERS", 1)
@@ -292,17 +294,20 @@ def test_a_run_that_lost_its_lock_to_another_run_stops_before_writing_the_next_b
 
     def keep(lock):  # 1: before batch 1 is applied, 2: before it is committed, 3: before batch 2
         calls.append(1)
-        if len(calls) == 3:  # meanwhile the lock expired and another run took it
-            redis.Redis.from_url(TEST_REDIS_URL).set(key, "another-run")
+        if len(calls) == 3:  # meanwhile the lock expired (and another run took it)
+            if taken:
+                redis.Redis.from_url(TEST_REDIS_URL).set(key, "another-run")
+            else:
+                redis.Redis.from_url(TEST_REDIS_URL).delete(key)
         real(lock)
 
     monkeypatch.setattr(sync, "_keep_lock", keep)
     run = sync.sync_shop(shop_id, now=NOW, client=ScriptedClient(orders), sleep=lambda s: None)
-    assert run.status == "failed" and "同步锁已超时并被另一次同步占用" in run.error
+    assert run.status == "failed" and "同步锁已超时" in run.error and "本次同步已停止" in run.error
     assert {pid for pid in _orders(shop_id) if pid.startswith("L")} == {"L0"}
     assert db.session.get(Shop, shop_id).sync_checkpoint == NOW - dt.timedelta(hours=18)
     assert db.session.get(Shop, shop_id).last_sync_error is None
-    assert redis.Redis.from_url(TEST_REDIS_URL).get(key) == b"another-run"  # not released by the loser
+    assert redis.Redis.from_url(TEST_REDIS_URL).get(key) == (b"another-run" if taken else None)  # not the loser's
     redis.Redis.from_url(TEST_REDIS_URL).delete(key)
 
 
@@ -834,3 +839,40 @@ def test_an_unreadable_platform_order_is_recorded_and_the_page_goes_on(shop_id, 
     assert "P-OK" in _orders(shop_id) and "P-BAD" not in _orders(shop_id)
     row = db.session.scalars(select(SyncReject)).one()
     assert row.platform_order_id == "P-BAD" and row.error == "拼多多订单 P-BAD 缺少 updated_at"
+
+
+def test_a_failed_run_does_not_wait_out_the_backoff_of_a_window_fetched_ahead(shop_id, monkeypatch):
+    """The fetch thread may be backing off (a 20 s ban) when the run ends with an error:
+    the backoff is cut short, so the worker is free at once and no lock outlives the run."""
+    from flask import current_app
+
+    monkeypatch.setitem(current_app.config, "OMS_SYNC_BATCH_ORDERS", 1)
+    ban = PlatformError("7", "淘宝接口限流（code 7），请 20 秒后重试", kind="rate_limit", retry_after=20)
+    client = ScriptedClient([po(f"B{i}", modified=NOW - dt.timedelta(hours=20 - 6 * i)) for i in range(3)],
+                            faults=[None, ban, ban, ban])
+
+    def broken(*a, **k):
+        time.sleep(0.3)  # the fetch thread meets the ban meanwhile
+        raise RuntimeError("数据库连接中断")
+
+    monkeypatch.setattr(sync, "apply_page", broken)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError):
+        sync.sync_shop(shop_id, now=NOW, client=client)
+    assert time.monotonic() - started < 10
+    assert client.faults == [ban, ban]  # one 20 s backoff begun, then cut short: no further attempt
+
+
+@pytest.mark.parametrize("env,expected", [({"OMS_SYNC_LOCK_SECONDS": "45", "OMS_SYNC_BATCH_ORDERS": "500"}, "45 500"),
+                                          ({"OMS_SYNC_LOCK_SECONDS": "0"}, "10 2000")])
+def test_the_sync_settings_come_from_the_environment(env, expected):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", "import config; c = config.Config; "
+                          "print(c.OMS_SYNC_LOCK_SECONDS, c.OMS_SYNC_BATCH_ORDERS)"],
+                         cwd=Path(__file__).resolve().parent.parent, env={**os.environ, **env},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[-2] == expected

@@ -143,7 +143,8 @@ LOCK_SECONDS = 120  # OMS_SYNC_LOCK_SECONDS: renewed while the run lives, so a k
 
 
 def lock_seconds() -> int:
-    return int(current_app.config.get("OMS_SYNC_LOCK_SECONDS", LOCK_SECONDS)) if has_app_context() else LOCK_SECONDS
+    seconds = int(current_app.config.get("OMS_SYNC_LOCK_SECONDS", LOCK_SECONDS)) if has_app_context() else LOCK_SECONDS
+    return max(1, seconds)  # a lock without a timeout would outlive a killed worker
 
 
 def _lock(shop_id: int, timeout: Optional[int] = None):
@@ -161,15 +162,16 @@ class LockLost(DomainError):
 
 def _keep_lock(lock) -> None:
     """Renew the shop's sync lock for another full timeout (a backfill may run longer than
-    one), before each batch is applied and committed. If it expired and another run took
-    it, this run must stop: two runs of one shop would apply the same orders twice."""
+    one), before each batch is applied and committed and while the run waits. If it
+    expired, this run stops: another run may have taken it meanwhile, even come and gone
+    (and marked this one abandoned), and two runs of one shop would apply the same orders
+    twice. The next run goes on from the last committed checkpoint."""
     from redis.exceptions import LockNotOwnedError
 
     try:
         lock.reacquire()
     except LockNotOwnedError:
-        if not lock.acquire():  # expired, and another run holds it now
-            raise LockLost("同步锁已超时并被另一次同步占用，本次同步已停止（未写入本批订单），下次同步会继续") from None
+        raise LockLost("同步锁已超时（可能已被另一次同步占用），本次同步已停止（未写入本批订单），下次同步会继续") from None
 
 
 def is_syncing(shop_id: int) -> bool:
@@ -869,10 +871,20 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
     retries = {"n": 0}
     stopping = threading.Event()
 
+    def pause(seconds: float) -> None:
+        """The backoff between retries, cut short when the run ends (a window fetched
+        ahead is not needed then, and the run's lock is no longer renewed)."""
+        if sleep is time.sleep:
+            stopping.wait(seconds)
+        else:
+            sleep(seconds)
+        if stopping.is_set():
+            raise _Interrupted()
+
     def policy(fn):
         if stopping.is_set():  # the run has ended: a window fetched ahead is not needed
             raise _Interrupted()
-        return _call_with_retries(fn, retries, sleep)
+        return _call_with_retries(fn, retries, pause)
 
     client.call_policy = policy
     end_limit = now - client.safety_lag
@@ -1056,8 +1068,7 @@ def _sync_locked(shop_id, trigger, now, progress, sleep, client, stop_after_page
         shop.last_sync_success_at = utcnow()
         shop.last_sync_error = None
         shop.sync_not_before = None
-        if rejected:
-            run.error = _reject_summary(rejected)
+        run.error = _reject_summary(rejected) if rejected else None
         if open_rejects:  # recorded by this run or an earlier one, and still not saved
             shop.last_sync_error = f"有 {len(open_rejects)} 单平台订单无法保存，见「无法保存的平台订单」"
             if shop.last_sync_error != previous_error:
@@ -1108,7 +1119,7 @@ def _close_abandoned_runs(shop_id: int) -> None:
     from sqlalchemy import update
 
     db.session.execute(update(SyncRun).where(SyncRun.shop_id == shop_id, SyncRun.status == "running").values(
-        status="failed", finished_at=utcnow(),
+        status="failed",  # finished_at stays empty: when it died is not known
         error="同步进程意外退出（如被终止或内存不足），本次同步未完成；已提交的订单保留，下次同步从检查点继续"))
 
 
