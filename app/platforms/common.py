@@ -94,12 +94,12 @@ def money(value: Any) -> Decimal:
         # back as the same float, so it is the digits that were sent for up to 15 significant
         # digits; beyond 10^13 it might not be: refuse rather than guess.
         if not -1e13 < value < 1e13:
-            raise PlatformError("bad_order", f"接口返回的金额超出范围：{value!r}", kind="server")
+            raise PlatformError(BAD_ORDER, f"接口返回的金额超出范围：{value!r}", kind="server")
         value = repr(value)
     try:
         return Decimal(value.strip() if value.__class__ is str else str(value)).quantize(CENT)
     except InvalidOperation as exc:
-        raise PlatformError("bad_order", f"接口返回的金额无法识别：{value!r}", kind="server") from exc
+        raise PlatformError(BAD_ORDER, f"接口返回的金额无法识别：{value!r}", kind="server") from exc
 
 
 def integer(value: Any, default: int = 0) -> int:
@@ -132,11 +132,11 @@ def cn_time(value: Any) -> Optional[dt.datetime]:
         return None
     m = _CN_TIME.match(value)
     if not m:
-        raise PlatformError("bad_order", f"接口返回的时间无法识别：{value}", kind="server")
+        raise PlatformError(BAD_ORDER, f"接口返回的时间无法识别：{value}", kind="server")
     try:  # the pattern has checked the shape; fromisoformat (C) checks the ranges, as strptime did
         naive = dt.datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}")
     except ValueError as exc:
-        raise PlatformError("bad_order", f"接口返回的时间无法识别：{value}", kind="server") from exc
+        raise PlatformError(BAD_ORDER, f"接口返回的时间无法识别：{value}", kind="server") from exc
     if m.group(3):
         naive = naive.replace(microsecond=int(m.group(3).ljust(6, "0")))
     return (naive - _CN_OFFSET).replace(tzinfo=_UTC)

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any, Iterator, Optional, Sequence
 
 from . import signing
-from .base import Page, PlatformError, PlatformLine, PlatformOrder
+from .base import BAD_ORDER, Page, PlatformError, PlatformLine, PlatformOrder
 from .common import (DEFAULT_BAN_SECONDS, GatewayClient, address_detail, as_list, cn_text, cn_time, integer, money,
                      seconds_in, text, unique_line_ids)
 
@@ -199,7 +199,7 @@ def parse_order(o: dict) -> PlatformOrder:
     created = cn_time(o.get("orderStartTime"))
     modified = cn_time(o.get("modified")) or created
     if modified is None:
-        raise PlatformError("bad_order", f"京东订单 {order_id} 缺少修改时间", kind="server")
+        raise PlatformError(BAD_ORDER, f"京东订单 {order_id} 缺少修改时间", kind="server")
     logistics_id = text(o.get("logisticsId"))
     return PlatformOrder(
         platform_order_id=order_id,

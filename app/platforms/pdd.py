@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, Iterator, Optional, Sequence
 
 from . import signing
-from .base import Page, PlatformError, PlatformLine, PlatformOrder
+from .base import BAD_ORDER, Page, PlatformError, PlatformLine, PlatformOrder
 from .common import (DEFAULT_BAN_SECONDS, GatewayClient, address_detail, as_list, cn_time, flag, integer, money,
                      seconds_in, text,
                      unique_line_ids)
@@ -187,7 +187,7 @@ def parse_order(o: dict) -> PlatformOrder:
     created = cn_time(o.get("created_time"))
     modified = cn_time(o.get("updated_at")) or created
     if modified is None:
-        raise PlatformError("bad_order", f"拼多多订单 {order_sn} 缺少 updated_at", kind="server")
+        raise PlatformError(BAD_ORDER, f"拼多多订单 {order_sn} 缺少 updated_at", kind="server")
     return PlatformOrder(
         platform_order_id=order_sn,
         platform_status=platform_status,

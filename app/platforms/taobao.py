@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional, Sequence
 from urllib.parse import urlsplit
 
 from . import signing
-from .base import Page, PlatformError, PlatformLine, PlatformOrder
+from .base import BAD_ORDER, Page, PlatformError, PlatformLine, PlatformOrder
 from .common import (DEFAULT_BAN_SECONDS, GatewayClient, as_list, cn_text, cn_time, dig, flag, integer, money,
                      seconds_in, text)
 
@@ -297,7 +297,7 @@ def parse_trade(trade: dict) -> PlatformOrder:
     created = cn_time(trade.get("created"))
     modified = cn_time(trade.get("modified")) or created
     if modified is None:
-        raise PlatformError("bad_order", f"淘宝订单 {tid} 缺少修改时间", kind="server")
+        raise PlatformError(BAD_ORDER, f"淘宝订单 {tid} 缺少修改时间", kind="server")
     tracking = next((text(o.get("invoice_no")) for o in as_list(dig(trade, "orders", "order"))
                      if text(o.get("invoice_no"))), None)
     return PlatformOrder(
@@ -334,7 +334,7 @@ def parse_trade(trade: dict) -> PlatformOrder:
 def parse_line(o: dict) -> PlatformLine:
     oid = text(o.get("oid"))
     if not oid:
-        raise PlatformError("bad_order", "淘宝子订单缺少 oid", kind="server")
+        raise PlatformError(BAD_ORDER, "淘宝子订单缺少 oid", kind="server")
     return PlatformLine(
         platform_line_id=oid,
         title=text(o.get("title")) or "",

@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 
 MAX_INLINE_WAIT = 30.0  # seconds: longer bans end the run instead of blocking a worker
 SERVER_RETRIES = 4
-PLATFORM_HOLDS = order_status.PLATFORM_HOLDS
 
 
 class SyncBusy(DomainError):
@@ -253,7 +252,7 @@ def _apply_holds(order: Order, po: PlatformOrder) -> None:
     holdable = order.status in order_status.HOLDABLE
     if holdable and po.hold_reason and po.hold_reason not in active:
         order_status.hold(order, po.hold_reason, source="sync", note=f"平台状态：{po.platform_status}")
-    for reason in PLATFORM_HOLDS:
+    for reason in order_status.PLATFORM_HOLDS:
         if reason in active and reason != po.hold_reason:
             order_status.release(order, reason, source="sync", note="平台已解除")
 
